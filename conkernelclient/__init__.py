@@ -1,1 +1,3 @@
+"Jupyter kernel clients that are safe and fast under concurrency: every request awaits its own reply."
 __version__ = "0.0.1"
+from .core import ClientClosedError, ConChannel, ConKernelClient, ConKernelManager, DeadKernelError, KernelRestartedError

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'ConChannel', 'ConKernelClient', 'ConKernelManager']
 
-# %% ../nbs/00_core.ipynb #5e79eec8
+# %% ../nbs/00_core.ipynb #08d2c3b2
 import asyncio, copy, logging, numbers, queue, time, weakref
 from collections import deque
 from functools import partial, wraps
@@ -16,12 +16,13 @@ from jupyter_client import AsyncKernelClient, AsyncKernelManager
 from jupyter_client.adapter import adapt
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.client import validate_string_dict
+from jupyter_client.session import Session, new_id
 from traitlets import Bool, DottedObjectName, Float, Instance, Integer, Type, default
 
-# %% ../nbs/00_core.ipynb #b16bb673
+# %% ../nbs/00_core.ipynb #bfa19425
 _log = logging.getLogger(__name__)
 
-# %% ../nbs/00_core.ipynb #2b471a5f
+# %% ../nbs/00_core.ipynb #4275c267
 class DeadKernelError(RuntimeError):
     "The kernel died, or the client's connection to it broke: the request cannot complete."
 
@@ -31,7 +32,7 @@ class KernelRestartedError(DeadKernelError):
 class ClientClosedError(RuntimeError):
     "The client's channels are stopped (or were never started): start a new client."
 
-# %% ../nbs/00_core.ipynb #5fda01d2
+# %% ../nbs/00_core.ipynb #d7039233
 class ConChannel(AsyncZMQSocketChannel):
     "An asyncio channel that sends through the asyncio socket itself, so a receive parked on it still wakes."
     def send(self, msg:dict): # A message dict, as built by `Session.msg`
@@ -40,7 +41,7 @@ class ConChannel(AsyncZMQSocketChannel):
         fut = self.socket.send_multipart(self.session.serialize(msg))
         if fut.done(): fut.result()  # a closed socket raises here, at call time
 
-# %% ../nbs/00_core.ipynb #838fe573
+# %% ../nbs/00_core.ipynb #755f3967
 class _Inbox:
     "A bounded buffer of messages nobody waits for: when full, the oldest is dropped and counted."
     def __init__(self, maxlen:int): # Messages kept at most
@@ -75,7 +76,7 @@ class _Inbox:
             except TimeoutError: raise queue.Empty from None
         return self.msgs.popleft()
 
-# %% ../nbs/00_core.ipynb #a66af6ab
+# %% ../nbs/00_core.ipynb #e028d86f
 class ConKernelClient(AsyncKernelClient):
     "An `AsyncKernelClient` whose requests can all be in flight at once, each awaiting its own reply."
     shell_channel_class = Type(ConChannel)
@@ -87,7 +88,7 @@ class ConKernelClient(AsyncKernelClient):
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
     _tasks,_inboxes = (),{}
 
-# %% ../nbs/00_core.ipynb #561afd96
+# %% ../nbs/00_core.ipynb #e9a93dbe
 @patch
 def _check_open(self:ConKernelClient):
     "Raise the client's error (a fresh copy) if it is stopped, dead or not yet started."
@@ -105,7 +106,7 @@ def _check_str(val, name:str):
     if not isinstance(val, str): raise TypeError(f'{name} must be a str, not {type(val).__name__}')
     return val
 
-# %% ../nbs/00_core.ipynb #1e4ddf2b
+# %% ../nbs/00_core.ipynb #4910c80f
 @patch
 def _file(self:ConKernelClient, msg_id:str, timeout:float|None):
     "File a future for the reply to `msg_id`, failed with `TimeoutError` after `timeout` seconds."
@@ -136,7 +137,7 @@ def _abandon(self:ConKernelClient, msg_id:str):
     self._abandoned[msg_id] = None
     if len(self._abandoned) > self.inbox_size: del self._abandoned[next(iter(self._abandoned))]
 
-# %% ../nbs/00_core.ipynb #5aa25c9c
+# %% ../nbs/00_core.ipynb #c0baa5b6
 @patch
 def _request(self:ConKernelClient,
              channel:str, # 'shell' or 'control'
@@ -161,7 +162,7 @@ def _request(self:ConKernelClient,
         raise
     return mid if fut is None else fut
 
-# %% ../nbs/00_core.ipynb #8ce9d651
+# %% ../nbs/00_core.ipynb #dc0f3949
 def _requester(msg_type:str, channel:str='shell'):
     "Turn a function returning a `msg_type` request's content into a routed request method."
     def deco(f):
@@ -172,7 +173,7 @@ def _requester(msg_type:str, channel:str='shell'):
         return _f
     return deco
 
-# %% ../nbs/00_core.ipynb #9ff0926d
+# %% ../nbs/00_core.ipynb #7caa3ae8
 @patch
 @_requester('execute_request')
 def execute(self:ConKernelClient,
@@ -189,7 +190,7 @@ def execute(self:ConKernelClient,
     return dict(code=_check_str(code, 'code'), silent=silent, store_history=store_history,
                 user_expressions=user_expressions, allow_stdin=allow_stdin, stop_on_error=stop_on_error)
 
-# %% ../nbs/00_core.ipynb #a5fddba7
+# %% ../nbs/00_core.ipynb #9e618dbb
 @patch
 @_requester('complete_request')
 def complete(self:ConKernelClient, code:str, cursor_pos:int|None=None):
@@ -232,7 +233,7 @@ def shutdown(self:ConKernelClient, restart:bool=False):
     "Ask the kernel to shut down (or restart), on the control channel."
     return dict(restart=restart)
 
-# %% ../nbs/00_core.ipynb #47fcb6a8
+# %% ../nbs/00_core.ipynb #2cdf0a7a
 @patch
 def _decode(self:ConKernelClient, frames:list):
     "Verify and parse `frames`; a message that fails (bad signature, malformed) is logged, counted and dropped."
@@ -263,7 +264,7 @@ async def _route(self:ConKernelClient, name:str): # 'shell' or 'control'
         msg = self._decode(frames)
         if msg is not None: self._deliver(msg, inbox)
 
-# %% ../nbs/00_core.ipynb #bb3ce639
+# %% ../nbs/00_core.ipynb #a878134d
 @patch
 def _fail_pending(self:ConKernelClient, exc:BaseException):
     "Fail every pending request with a copy of `exc`."
@@ -294,7 +295,7 @@ def _spawn(self:ConKernelClient, coro):
     self._tasks.append(task)
     return task
 
-# %% ../nbs/00_core.ipynb #7c145479
+# %% ../nbs/00_core.ipynb #0deae644
 @patch
 async def start_channels(self:ConKernelClient, timeout:float=60): # Seconds for the kernel to become ready
     "Connect, start routing, and wait until the kernel is ready; returns the client."
@@ -333,7 +334,7 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
             return
     raise TimeoutError(f'the kernel did not answer kernel_info within {timeout} s')
 
-# %% ../nbs/00_core.ipynb #e0b11f1d
+# %% ../nbs/00_core.ipynb #b892418d
 @patch
 async def _watch(self:ConKernelClient):
     "Poll the kernel's life; once it is dead, fail everything pending with `DeadKernelError`."
@@ -345,7 +346,7 @@ async def _kernel_alive(self:ConKernelClient):
     "The kernel is running, or being restarted by its manager (which fails our requests itself)."
     return getattr(self.parent, 'restarting', False) or await self._async_is_alive()
 
-# %% ../nbs/00_core.ipynb #5795a6d3
+# %% ../nbs/00_core.ipynb #0b63721c
 @patch
 def stop_channels(self:ConKernelClient):
     "Fail every pending request with `ClientClosedError`, stop routing and close the channels."
@@ -359,7 +360,7 @@ async def astop_channels(self:ConKernelClient):
     self.stop_channels()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-# %% ../nbs/00_core.ipynb #0f80ae77
+# %% ../nbs/00_core.ipynb #8c71bf88
 @patch
 def _check_started(self:ConKernelClient):
     "Raise `ClientClosedError` if `start_channels` never ran."
@@ -386,7 +387,14 @@ async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
 
-# %% ../nbs/00_core.ipynb #fd6d7850
+# %% ../nbs/00_core.ipynb #d06ff6e5
+def _own_session(session:Session):
+    "A copy of `session` (same key and scheme) with a new session id, hence its own socket identity."
+    s = session.clone()
+    s.session = new_id()
+    return s
+
+# %% ../nbs/00_core.ipynb #b933fc2a
 class ConKernelManager(AsyncKernelManager):
     "An `AsyncKernelManager` whose clients are `ConKernelClient`s, with CurveZMQ encryption when available."
     client_class = DottedObjectName('conkernelclient.core.ConKernelClient')
@@ -401,7 +409,8 @@ class ConKernelManager(AsyncKernelManager):
 
 @patch
 def client(self:ConKernelManager, **kwargs):
-    "A new `ConKernelClient` for this kernel (start it with `await kc.start_channels()`)."
+    "A new `ConKernelClient` for this kernel, with a session of its own (start it with `await kc.start_channels()`)."
+    kwargs.setdefault('session', _own_session(self.session))
     kc = super(ConKernelManager, self).client(**kwargs)
     self._clients.add(kc)
     return kc

@@ -1,0 +1,27 @@
+"Shared helpers: every test starts real ipykernels and bounds every wait."
+import asyncio, contextlib, os, sys
+from pathlib import Path
+import pytest
+from jupyter_client.session import Session
+from conkernelclient import ConKernelManager
+
+@contextlib.asynccontextmanager
+async def kernel(clients:int=1, **km_kw):
+    "A fresh ipykernel and `clients` started clients; everything is stopped and shut down afterwards."
+    km = ConKernelManager(session=Session(key=b'test-key'), **km_kw)
+    await km.start_kernel()
+    kcs = []
+    try:
+        for _ in range(clients): kcs.append(await asyncio.wait_for(km.client().start_channels(), 60))
+        yield km, *kcs
+    finally:
+        for kc in kcs: await kc.astop_channels()
+        await km.shutdown_kernel(now=True)
+
+def run(coro, timeout:float=90):
+    "Run `coro` in a fresh event loop, bounded by `timeout` seconds."
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+def open_fds():
+    "How many file descriptors this process has open."
+    return len(os.listdir('/proc/self/fd'))

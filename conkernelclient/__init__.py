@@ -1,3 +1,4 @@
 "Jupyter kernel clients that are safe and fast under concurrency: every request awaits its own reply."
 __version__ = "0.0.1"
-from .core import ClientClosedError, ConChannel, ConKernelClient, ConKernelManager, DeadKernelError, KernelRestartedError
+from .core import (ClientClosedError, ConChannel, ConKernelClient, ConKernelManager, DeadKernelError, KernelRestartedError,
+                   Result, nb_outputs)

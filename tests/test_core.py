@@ -222,8 +222,8 @@ def test_socket_closed_under_client_fails_pending_with_dead_kernel_error():
 def test_router_death_fails_pending_and_later_calls():
     async def main():
         async with kernel() as (km, kc):
-            def broken(msg, inbox): raise KeyError('injected fault')
-            kc._deliver = broken
+            def broken(frames): raise KeyError('injected fault')
+            kc._decode = broken  # the routers call it for every message
             futs = [kc.execute('1', reply=True) for _ in range(5)]
             res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 5)
             assert {type(r) for r in res} == {DeadKernelError}

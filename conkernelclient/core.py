@@ -506,10 +506,24 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
         self._handle_kernel_info_reply(res.reply)
         self.kernel_info_reply = res.reply['content']
         self._inboxes['iopub'].msgs.clear()
-        return
+        return await self._stdin_ready(max(0, deadline-time.monotonic()) if timeout is not None else 60)
     raise TimeoutError(f'the kernel did not answer kernel_info within {timeout} s')
 
 # %% ../nbs/00_core.ipynb #3a8347f8
+@patch
+def connect_stdin(self:ConKernelClient, identity:bytes|None=None):
+    "The stdin socket, connected with `IMMEDIATE`, so that `POLLOUT` means the kernel can reach it."
+    self.context.setsockopt(zmq.IMMEDIATE, 1)
+    try: return super(ConKernelClient, self).connect_stdin(identity=identity)
+    finally: del self.context.sockopts[zmq.IMMEDIATE]
+
+@patch
+async def _stdin_ready(self:ConKernelClient, timeout:float):
+    "Wait until the stdin connection has completed; `TimeoutError` after `timeout` seconds."
+    if not await self.stdin_channel.socket.poll(int(timeout*1000), zmq.POLLOUT):
+        raise TimeoutError(f'the stdin channel did not connect within {timeout:.1f} s')
+
+# %% ../nbs/00_core.ipynb #04b70f7d
 @patch
 async def _watch(self:ConKernelClient):
     "Poll the kernel's life; once it is dead, fail everything pending with `DeadKernelError`."
@@ -521,7 +535,7 @@ async def _kernel_alive(self:ConKernelClient):
     "The kernel is running, or being restarted by its manager (which fails our requests itself)."
     return getattr(self.parent, 'restarting', False) or await self._async_is_alive()
 
-# %% ../nbs/00_core.ipynb #04b70f7d
+# %% ../nbs/00_core.ipynb #e79ae502
 @patch
 def stop_channels(self:ConKernelClient):
     "Fail every pending request with `ClientClosedError`, stop routing and close the channels."
@@ -535,7 +549,7 @@ async def astop_channels(self:ConKernelClient):
     self.stop_channels()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-# %% ../nbs/00_core.ipynb #e79ae502
+# %% ../nbs/00_core.ipynb #6f56a6b7
 @patch
 def _check_started(self:ConKernelClient):
     "Raise `ClientClosedError` if `start_channels` never ran."
@@ -565,7 +579,7 @@ async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
 
-# %% ../nbs/00_core.ipynb #6f56a6b7
+# %% ../nbs/00_core.ipynb #e90eb4a9
 def _terminal_input(prompt:str, password:bool):
     "Ask the terminal, hiding a password."
     return getpass.getpass(prompt) if password else input(prompt)
@@ -591,14 +605,14 @@ async def execute_interactive(self:ConKernelClient, code:str, # Code to run
 #
 # `ConKernelManager` is an `AsyncKernelManager` whose `client()` is a `ConKernelClient`. It turns CurveZMQ transport encryption on by default when pyzmq has it (`jupyter_client` defaults to off, and ipykernel then warns that code and outputs cross TCP in plain text). It remembers its clients, weakly, so that `restart_kernel` can fail their pending requests with `KernelRestartedError` at once instead of leaving them to time out.
 
-# %% ../nbs/00_core.ipynb #e90eb4a9
+# %% ../nbs/00_core.ipynb #37efdfe4
 def _own_session(session:Session):
     "A copy of `session` (same key and scheme) with a new session id, hence its own socket identity."
     s = session.clone()
     s.session = new_id()
     return s
 
-# %% ../nbs/00_core.ipynb #63238a01
+# %% ../nbs/00_core.ipynb #e38f677e
 class ConKernelManager(AsyncKernelManager):
     "An `AsyncKernelManager` whose clients are `ConKernelClient`s, with CurveZMQ encryption when available."
     client_class = DottedObjectName('conkernelclient.core.ConKernelClient')

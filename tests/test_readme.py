@@ -1,0 +1,32 @@
+"The README tells the truth: its Python examples run against a real kernel, match nbs/index.ipynb, and its commands match CI."
+import ast, json, re, types
+from pathlib import Path
+import pytest
+from conftest import run
+
+root = Path(__file__).parent.parent
+readme = (root/'README.md').read_text()
+blocks = re.findall(r'```python\n(.*?)\n```', readme, flags=re.S)
+shell = re.findall(r'```sh\n(.*?)\n```', readme, flags=re.S)
+
+def test_readme_python_matches_index_notebook():
+    cells = [''.join(c['source']) for c in json.loads((root/'nbs/index.ipynb').read_text())['cells'] if c['cell_type']=='code']
+    assert blocks and blocks == [c for c in cells if not c.startswith('#| hide')]
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
+    assert len(shell) == 2
+    install, tests = shell
+    assert 'pip install' in install and install.endswith('.venv/bin/conkernelclient')
+    assert tests in (root/'.ci/run').read_text()
+
+@pytest.mark.timeout(120)
+def test_readme_examples_run(capsys):
+    async def main():
+        ns = {}
+        for src in blocks:
+            code = compile(src, 'README.md', 'exec', flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            res = eval(code, ns)
+            if isinstance(res, types.CoroutineType): await res
+    run(main())
+    out = capsys.readouterr().out
+    assert 'ok ok' in out and 'a 0\na 1\na 2\nb 0\nb 1\nb 2' in out and 'hello Ada' in out and 'TimeoutError: no reply' in out

@@ -507,7 +507,8 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
         self.kernel_info_reply = res.reply['content']
         self._inboxes['iopub'].msgs.clear()
         return await self._stdin_ready(max(0, deadline-time.monotonic()) if timeout is not None else 60)
-    raise TimeoutError(f'the kernel did not answer kernel_info within {timeout} s')
+    hint = f' ({self.bad_messages} messages failed their signature check: is the session key right?)' if self.bad_messages else ''
+    raise TimeoutError(f'the kernel did not answer kernel_info within {timeout} s{hint}')
 
 # %% ../nbs/00_core.ipynb #3a8347f8
 @patch
@@ -537,6 +538,13 @@ async def _kernel_alive(self:ConKernelClient):
 
 # %% ../nbs/00_core.ipynb #e79ae502
 @patch
+async def is_alive(self:ConKernelClient):
+    "Whether the kernel is running and responsive: its process (if a manager owns it) and its heartbeat agree."
+    hb = self._hb_channel
+    return await self._async_is_alive() and (hb is None or not hb.is_alive() or hb.is_beating())
+
+# %% ../nbs/00_core.ipynb #6f56a6b7
+@patch
 def stop_channels(self:ConKernelClient):
     "Fail every pending request with `ClientClosedError`, stop routing and close the channels."
     self._close(ClientClosedError('the client was stopped (stop_channels)'))
@@ -549,7 +557,7 @@ async def astop_channels(self:ConKernelClient):
     self.stop_channels()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-# %% ../nbs/00_core.ipynb #6f56a6b7
+# %% ../nbs/00_core.ipynb #e90eb4a9
 @patch
 def _check_started(self:ConKernelClient):
     "Raise `ClientClosedError` if `start_channels` never ran."
@@ -579,7 +587,7 @@ async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
 
-# %% ../nbs/00_core.ipynb #e90eb4a9
+# %% ../nbs/00_core.ipynb #37efdfe4
 def _terminal_input(prompt:str, password:bool):
     "Ask the terminal, hiding a password."
     return getpass.getpass(prompt) if password else input(prompt)
@@ -605,14 +613,14 @@ async def execute_interactive(self:ConKernelClient, code:str, # Code to run
 #
 # `ConKernelManager` is an `AsyncKernelManager` whose `client()` is a `ConKernelClient`. It turns CurveZMQ transport encryption on by default when pyzmq has it (`jupyter_client` defaults to off, and ipykernel then warns that code and outputs cross TCP in plain text). It remembers its clients, weakly, so that `restart_kernel` can fail their pending requests with `KernelRestartedError` at once instead of leaving them to time out.
 
-# %% ../nbs/00_core.ipynb #37efdfe4
+# %% ../nbs/00_core.ipynb #97b94315
 def _own_session(session:Session):
     "A copy of `session` (same key and scheme) with a new session id, hence its own socket identity."
     s = session.clone()
     s.session = new_id()
     return s
 
-# %% ../nbs/00_core.ipynb #e38f677e
+# %% ../nbs/00_core.ipynb #20047d7a
 class ConKernelManager(AsyncKernelManager):
     "An `AsyncKernelManager` whose clients are `ConKernelClient`s, with CurveZMQ encryption when available."
     client_class = DottedObjectName('conkernelclient.core.ConKernelClient')

@@ -1,0 +1,212 @@
+"Dead, hung and restarted kernels, hostile traffic, resource hygiene and security, against real kernel processes."
+import asyncio, gc, logging, os, queue, signal, statistics, stat, threading, time
+import pytest, zmq
+from jupyter_client.session import Session
+from conkernelclient import ClientClosedError, ConKernelClient, ConKernelManager, DeadKernelError, KernelRestartedError
+from conkernelclient.tinykernel import tiny_manager
+from conftest import kernel, open_fds, run
+
+pytestmark = pytest.mark.timeout(120)
+
+def rss_mb(): return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])/1024
+
+async def kill_with_pending(km, kc, n=100):
+    "SIGKILL the kernel while `n` requests are pending; seconds until all have failed."
+    futs = [kc.execute('import time; time.sleep(0.5)', reply=True) for _ in range(n)]
+    await asyncio.sleep(0.2)
+    os.kill(km.provisioner.process.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 10)
+    secs = time.monotonic()-t0
+    assert {type(r) for r in res} == {DeadKernelError}
+    return secs
+
+def test_sigkill_with_100_pending_fails_all_within_2s():
+    async def main():
+        times = []
+        for _ in range(5):
+            async with kernel() as (km, kc): times.append(await kill_with_pending(km, kc))
+        print(f'\ndeath detection with a manager, 100 pending, 5 runs: median {statistics.median(times):.2f} s, max {max(times):.2f} s')
+        assert max(times) < 2
+    run(main())
+
+def test_sigkill_without_a_manager_is_detected_by_heartbeat():
+    async def main():
+        times = []
+        for _ in range(3):
+            async with kernel() as (km, _kc):
+                kc = ConKernelClient(connection_file=km.connection_file); kc.load_connection_file()
+                await kc.start_channels()
+                assert kc.parent is None
+                times.append(await kill_with_pending(km, kc))
+                await kc.astop_channels()
+        print(f'\ndeath detection by heartbeat (no manager), 3 runs: median {statistics.median(times):.2f} s, max {max(times):.2f} s')
+        assert max(times) < 4
+    run(main())
+
+def test_sigstop_times_out_reports_not_alive_and_recovers_after_sigcont():
+    async def main():
+        async with kernel() as (km, kc):
+            pid = km.provisioner.process.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                futs = [kc.execute('1', reply=True, timeout=1.5) for _ in range(5)]
+                res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 5)
+                assert {type(r) for r in res} == {TimeoutError}
+                t0 = time.monotonic()
+                while await kc.is_alive():  # the heartbeat needs up to two of its 1 s periods to notice
+                    assert time.monotonic()-t0 < 5, 'is_alive still says True for a stopped kernel'
+                    await asyncio.sleep(0.1)
+                assert await km.is_alive()  # the process exists, but does not respond
+            finally: os.kill(pid, signal.SIGCONT)
+            t0 = time.monotonic()
+            while not await kc.is_alive():
+                assert time.monotonic()-t0 < 5, 'the heartbeat did not come back'
+                await asyncio.sleep(0.1)
+            assert (await kc.execute('1+1', reply=True, timeout=10))['content']['status'] == 'ok'
+    run(main())
+
+def test_restart_fails_pending_of_every_client_and_clients_carry_on():
+    async def main():
+        async with kernel(clients=2) as (km, kc1, kc2):
+            old = (await kc1.kernel_info(reply=True, timeout=10))['header']['session']
+            futs = [kc.execute('import time; time.sleep(5)', reply=True, timeout=60) for kc in (kc1, kc2) for _ in range(3)]
+            fire_and_forget = kc1.execute('import time; time.sleep(5)')
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            await km.restart_kernel(now=True)
+            res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 5)
+            assert {type(r) for r in res} == {KernelRestartedError}
+            print(f'\nrestart: 6 pending requests on 2 clients failed with KernelRestartedError; restart took {time.monotonic()-t0:.2f} s')
+            for kc in (kc1, kc2):
+                r = await kc.execute('1+1', reply=True, timeout=20)
+                assert r['content']['status'] == 'ok' and r['header']['session'] != old  # the new kernel answered
+            with pytest.raises(queue.Empty): await kc1.get_shell_msg(timeout=0.5)  # nothing from the old kernel leaks in
+    run(main())
+
+def test_stop_on_error_aborts_the_queue_and_false_lets_it_run():
+    async def main():
+        async with kernel() as (km, kc):
+            futs = [kc.execute('import time; time.sleep(0.2); 1/0', reply=True, timeout=20), kc.execute('1', reply=True, timeout=20), kc.execute('2', reply=True, timeout=20)]
+            res = await asyncio.gather(*futs)
+            assert [r['content']['status'] for r in res] == ['error', 'aborted', 'aborted']
+            await asyncio.sleep(0.5)
+            futs = [kc.execute('import time; time.sleep(0.2); 1/0', stop_on_error=False, reply=True, timeout=20), kc.execute('1', reply=True, timeout=20)]
+            assert [r['content']['status'] for r in await asyncio.gather(*futs)] == ['error', 'ok']
+    run(main())
+
+@pytest.mark.parametrize('mode', ['signal', 'message'])
+def test_manager_interrupt_in_both_modes(mode):
+    async def main():
+        async with kernel() as (km, kc):
+            km.kernel_spec.interrupt_mode = mode
+            long = kc.execute('import time; time.sleep(30)', reply=True, timeout=60)
+            await asyncio.sleep(0.5)
+            await km.interrupt_kernel()
+            r = await asyncio.wait_for(long, 10)
+            assert r['content']['ename'] == 'KeyboardInterrupt'
+            await asyncio.sleep(0.5)
+            assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
+    run(main())
+
+def test_wrong_key_gets_a_clear_timeout_and_logged_signature_failures(caplog):
+    async def main():
+        async with kernel() as (km, kc):
+            bad = km.client(session=Session(key=b'not-the-key'))
+            chatter = asyncio.ensure_future(kc.execute('import time\nfor i in range(20): print(i, flush=True); time.sleep(0.05)', reply=True, timeout=20))
+            with caplog.at_level(logging.WARNING, logger='conkernelclient.core'):
+                with pytest.raises(TimeoutError, match='signature check'): await bad.start_channels(timeout=1.5)
+            await chatter
+            assert bad.bad_messages > 0 and 'Invalid Signature' in caplog.text
+            assert b'test-key' not in caplog.text.encode() and b'not-the-key' not in caplog.text.encode()
+    run(main())
+
+def test_hostile_traffic_is_dropped_and_counted_and_routing_goes_on():
+    async def main():
+        km = tiny_manager(session=Session(key=b'tiny'))
+        await km.start_kernel()
+        try:
+            kc = await km.client().start_channels()
+            futs = [kc.execute('', reply=True, timeout=10) for _ in range(5)]
+            r = await kc.execute('%garbage', outputs=True, timeout=10)
+            assert r.status == 'ok'
+            for _ in range(50):  # sockets are read concurrently: the other routers may still be reading theirs
+                if kc.bad_messages == 12: break
+                await asyncio.sleep(0.02)
+            assert kc.bad_messages == 12  # 3 malformed messages on each of 4 sockets, each dropped and counted
+            assert all(f['content']['status'] == 'ok' for f in await asyncio.gather(*futs))
+            pending = kc.execute('%sleep 0.3', reply=True, timeout=10)
+            r = await kc.execute('%unknown', reply=True, timeout=10)
+            assert r['content']['execution_count'] > 0 and (await pending)['content']['status'] == 'ok'
+            stray = await kc.get_shell_msg(timeout=1)  # the reply nobody asked for reached no waiter
+            assert stray['parent_header']['msg_id'] == 'nobody-sent-this'
+            assert all(t.done() is False for t in kc._tasks)
+            await kc.astop_channels()
+        finally: await km.shutdown_kernel(now=True)
+    run(main())
+
+@pytest.mark.timeout(170)
+def test_100_client_cycles_and_20_kernel_cycles_leave_nothing_behind():
+    async def main():
+        km = tiny_manager(session=Session(key=b'tiny'))
+        await km.start_kernel()
+        kc = await km.client().start_channels(); await kc.astop_channels()
+        gc.collect()
+        fds, threads, tasks = open_fds(), threading.active_count(), len(asyncio.all_tasks())
+        for _ in range(100):
+            kc = await km.client().start_channels()
+            await kc.execute('', reply=True, timeout=10)
+            await kc.astop_channels()
+        await km.shutdown_kernel(now=True)
+        gc.collect()
+        assert (open_fds(), threading.active_count(), len(asyncio.all_tasks())) <= (fds, threads, tasks)
+        conn_dir = os.path.dirname(km.connection_file)
+        conn_files = set(os.listdir(conn_dir))
+        for _ in range(20):
+            async with kernel() as (km2, kc2): assert (await kc2.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
+        gc.collect()
+        print(f'\nafter 100 client and 20 kernel cycles: fds {fds} -> {open_fds()}, threads {threads} -> {threading.active_count()}')
+        assert open_fds() <= fds and threading.active_count() <= threads and len(asyncio.all_tasks()) <= tasks
+        assert set(os.listdir(conn_dir)) <= conn_files  # every connection file was removed
+    run(main(), timeout=160)
+
+@pytest.mark.timeout(170)
+def test_memory_returns_to_baseline_after_100k_requests():
+    async def main():
+        km = tiny_manager(session=Session(key=b'tiny'))
+        await km.start_kernel()
+        try:
+            kc = await km.client().start_channels()
+            async def batch(n):
+                for _ in range(n//1000): await asyncio.gather(*[kc.execute('', reply=True, timeout=30) for _ in range(1000)])
+            await batch(10_000); gc.collect(); base = rss_mb()
+            t0 = time.monotonic(); await batch(100_000); secs = time.monotonic()-t0
+            gc.collect(); after = rss_mb()
+            print(f'\n100,000 requests in {secs:.1f} s: RSS {base:.1f} -> {after:.1f} MB ({after-base:+.1f} MB); '
+                  f"jupyter_client's replay guard holds {len(kc.session.digest_history)} signatures")
+            assert kc._pending == {} and kc._tracks == {}
+            assert after - base < 20
+            await kc.astop_channels()
+        finally: await km.shutdown_kernel(now=True)
+    run(main(), timeout=160)
+
+def test_connection_file_is_private_and_transport_is_encrypted():
+    async def main():
+        async with kernel() as (km, kc):
+            assert stat.S_IMODE(os.stat(km.connection_file).st_mode) == 0o600
+            for name in ('shell', 'control', 'stdin', 'iopub'):
+                sock = getattr(kc, f'{name}_channel').socket
+                assert sock.get(zmq.MECHANISM) == zmq.CURVE and sock.get(zmq.CURVE_SERVER) == 0, name  # an encrypting client
+    run(main())
+
+def test_the_key_is_never_logged(caplog):
+    async def main():
+        with caplog.at_level(logging.DEBUG):
+            async with kernel() as (km, kc):
+                await kc.execute('1', reply=True, timeout=10)
+                bad = km.client(session=Session(key=b'another-secret'))
+                with pytest.raises(TimeoutError): await bad.start_channels(timeout=0.5)
+        text = caplog.text
+        assert 'Connecting to' in text  # debug logging was on and reached jupyter_client's loggers
+        for key in ('test-key', 'another-secret'): assert key not in text
+    run(main())

@@ -2,3 +2,4 @@
 __version__ = "0.0.1"
 from .core import (ClientClosedError, ConChannel, ConKernelClient, ConKernelManager, DeadKernelError, KernelRestartedError,
                    Result, nb_outputs)
+from .subshells import KernelFeatureError, KernelReplyError, SubshellPool

@@ -8,12 +8,14 @@ __all__ = ['gather_replies', 'tally', 'vanilla_client', 'demo', 'output_text', '
 
 # %% ../nbs/01_cli.ipynb #2e5be6a7
 import asyncio, contextlib, os, random, re, time
+from functools import partial
 from pathlib import Path
 from fastcore.nbio import read_nb
 from fastcore.script import call_parse
 from jupyter_client import AsyncKernelClient
 from jupyter_client.session import Session
 from .core import ConKernelClient, ConKernelManager
+import conkernelclient.subshells  # adds `kc.subshells`
 
 # %% ../nbs/01_cli.ipynb #cf190f8c
 async def gather_replies(kc, # A started kernel client, ours or vanilla
@@ -83,16 +85,23 @@ def report(i:int, code:str, outcome, secs:float): # outcome: a `Result` or the e
     more = ' ...' if len(lines) > 1 else ''
     return f'[{i}] {status} in {secs:.2f} s  | {lines[0]}{more}\n{body}'
 
-async def run_snippets(kc, # A started `ConKernelClient`
-                       codes:list, # Snippets, all sent at once
-                       timeout:float=60): # Seconds each snippet may take
-    "Run `codes` concurrently and print each one's outputs, grouped and in order; True if all succeeded."
-    t0 = time.monotonic()
+async def _outcomes(run, codes, t0):
+    "Each snippet's `Result` (or exception) and when it finished, from `run(code)`."
     async def one(c):
-        try: res = await kc.execute(c, outputs=True, timeout=timeout, stop_on_error=False)
+        try: res = await run(c)
         except Exception as e: res = e
         return res, time.monotonic()-t0
-    outcomes = await asyncio.gather(*map(one, codes))
+    return await asyncio.gather(*map(one, codes))
+
+async def run_snippets(kc, # A started `ConKernelClient`
+                       codes:list, # Snippets, all sent at once
+                       timeout:float=60, # Seconds each snippet may take
+                       parallel:int=0): # Run on this many subshells, truly in parallel (0: the main shell)
+    "Run `codes` concurrently and print each one's outputs, grouped and in order; True if all succeeded."
+    t0, opts = time.monotonic(), dict(timeout=timeout, stop_on_error=False)
+    if parallel:
+        async with kc.subshells(parallel) as pool: outcomes = await _outcomes(partial(pool.run, **opts), codes, t0)
+    else: outcomes = await _outcomes(partial(kc.execute, outputs=True, **opts), codes, t0)
     for i,(c,(res,secs)) in enumerate(zip(codes, outcomes), 1): print(report(i, c, res, secs), end='')
     return all(getattr(res, 'status', None)=='ok' for res,_ in outcomes)
 
@@ -121,12 +130,12 @@ async def kernel_client(existing:str|None=None): # Connection file of a running 
         if km is not None: await km.shutdown_kernel(now=True)
 
 # %% ../nbs/01_cli.ipynb #2c0832c7
-async def _main(codes, n, timeout, existing, file):
+async def _main(codes, n, timeout, existing, file, parallel):
     "The command's work, as a coroutine."
     if codes and codes[0]=='run': codes = codes[1:]
     codes = [*codes, *(file_cells(file) if file else [])]
     if not codes: return await demo(n, timeout or 5)
-    async with kernel_client(existing) as kc: ok = await run_snippets(kc, codes, timeout or 60)
+    async with kernel_client(existing) as kc: ok = await run_snippets(kc, codes, timeout or 60, parallel)
     return 0 if ok else 1
 
 @call_parse
@@ -134,6 +143,7 @@ def main(*codes:str, # Snippets to run concurrently (optionally after the word `
          n:int=100, # Concurrent requests in the demo
          timeout:float=None, # Seconds each request may take (default: 5 in the demo, 60 for snippets)
          existing:str=None, # Connection file of a running kernel to use instead of a fresh one
-         file:str=None): # Run this file's cells too (.ipynb, or .py with `# %%` markers)
+         file:str=None, # Run this file's cells too (.ipynb, or .py with `# %%` markers)
+         parallel:int=0): # Run snippets truly in parallel on this many kernel subshells (JEP 91)
     "Show concurrent requests on a real kernel, or run snippets concurrently and print each one's outputs."
-    return asyncio.run(_main(codes, n, timeout, existing, file))
+    return asyncio.run(_main(codes, n, timeout, existing, file, parallel))

@@ -1,0 +1,97 @@
+"Kernel subshells (JEP 91) on real ipykernel 7, and the error on a kernel without them."
+import asyncio, subprocess, sys, time
+from pathlib import Path
+import pytest
+from jupyter_client.session import Session
+from conkernelclient import KernelFeatureError
+from conkernelclient.tinykernel import tiny_manager
+from conftest import kernel, run
+
+pytestmark = pytest.mark.timeout(120)
+
+def test_four_one_second_sleeps_on_four_subshells_run_in_parallel():
+    async def main():
+        async with kernel() as (km, kc):
+            async with kc.subshells(4) as pool:
+                t0 = time.monotonic()
+                results = await pool.map(['import time; time.sleep(1)']*4, timeout=20)
+                secs = time.monotonic()-t0
+            print(f'\n4 x time.sleep(1) on 4 subshells: {secs:.2f} s')
+            assert all(r.status == 'ok' for r in results) and secs < 2.5
+            assert await kc.list_subshells() == []
+    run(main())
+
+def test_subshell_and_main_shell_outputs_never_cross():
+    code = 'import time\nfor i in range(10):\n    print("{tag}", i, flush=True)\n    time.sleep(0.01)'
+    async def main():
+        async with kernel() as (km, kc):
+            sids = [await kc.create_subshell() for _ in range(2)]
+            futs = {tag: kc.execute(code.format(tag=tag), outputs=True, timeout=30, subshell_id=sid)
+                    for tag, sid in [('main', None), ('sub0', sids[0]), ('sub1', sids[1])]}
+            futs['main2'] = kc.execute(code.format(tag='main2'), outputs=True, timeout=30)
+            for tag, res in zip(futs, await asyncio.gather(*futs.values())):
+                assert res.status == 'ok'
+                assert ''.join(o.text for o in res.outputs) == ''.join(f'{tag} {i}\n' for i in range(10)), tag
+            answer = await kc.execute('x = input("who? ")\nprint(x)', on_input=lambda p, pw: 'sub', outputs=True, timeout=10, subshell_id=sids[0])
+            assert answer.outputs[0].text == 'sub\n'  # stdin is routed for subshell requests too
+            for sid in sids: await kc.delete_subshell(sid)
+            assert await kc.list_subshells() == []
+    run(main())
+
+def test_failing_and_cancelled_pools_leave_no_subshells():
+    async def main():
+        async with kernel() as (km, kc):
+            async with kc.subshells(3) as pool:
+                res = await pool.map(['raise ValueError("snippet failed")', '1', '2'], timeout=20)
+            assert [r.status for r in res] == ['error', 'ok', 'ok']
+            assert await kc.list_subshells() == []
+            with pytest.raises(ZeroDivisionError):
+                async with kc.subshells(2) as pool: 1/0  # the body raises
+            assert await kc.list_subshells() == []
+            async def use():
+                async with kc.subshells(2) as pool: await pool.map(['import time; time.sleep(0.5)']*4, timeout=20)
+            task = asyncio.ensure_future(use())
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError): await task
+            assert await kc.list_subshells() == []
+            assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
+    run(main())
+
+def test_interrupt_stops_the_main_shell_not_a_busy_subshell():
+    async def main():
+        async with kernel() as (km, kc):
+            sid = await kc.create_subshell()
+            main_req = kc.execute('import time; time.sleep(3)', reply=True, timeout=20)
+            sub_req = kc.execute('import time; time.sleep(1)', reply=True, timeout=20, subshell_id=sid)
+            await asyncio.sleep(0.3)
+            await kc.interrupt(timeout=5)
+            m, s = await asyncio.gather(main_req, sub_req)
+            assert m['content']['ename'] == 'KeyboardInterrupt' and s['content']['status'] == 'ok'
+            await kc.delete_subshell(sid)
+    run(main())
+
+def test_kernel_without_subshells_gets_a_clear_error():
+    async def main():
+        km = tiny_manager(session=Session(key=b'tiny'))
+        await km.start_kernel()
+        try:
+            kc = await km.client().start_channels()
+            assert not kc.supports('kernel subshells')
+            with pytest.raises(KernelFeatureError, match=r"kernel tinykernel 0\.1 does not support 'kernel subshells'"): await kc.create_subshell()
+            with pytest.raises(KernelFeatureError): await kc.list_subshells()
+            with pytest.raises(KernelFeatureError):
+                async with kc.subshells(2): pass
+            assert kc._pending == {}
+            await kc.astop_channels()
+        finally: await km.shutdown_kernel(now=True)
+    run(main())
+
+def test_cli_parallel_runs_snippets_on_subshells():
+    exe = str(Path(sys.executable).parent/'conkernelclient')
+    t0 = time.monotonic()
+    p = subprocess.run([exe, '--parallel', '3', 'run', *[f'import time; time.sleep(1); print({i})' for i in range(3)]],
+                       capture_output=True, text=True, timeout=100)
+    assert p.returncode == 0, p.stderr
+    times = [float(l.split(' in ')[1].split(' s')[0]) for l in p.stdout.splitlines() if l.startswith('[')]
+    assert len(times) == 3 and max(times) < 2.5, p.stdout  # serial would take 3 s

@@ -140,6 +140,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'conkernelclient.core._Decoder': ('core.html#_decoder', 'conkernelclient/core.py'),
                                       'conkernelclient.core._Decoder.__call__': ('core.html#_decoder.__call__', 'conkernelclient/core.py'),
                                       'conkernelclient.core._Decoder.__init__': ('core.html#_decoder.__init__', 'conkernelclient/core.py'),
+                                      'conkernelclient.core._Decoder.parent': ('core.html#_decoder.parent', 'conkernelclient/core.py'),
                                       'conkernelclient.core._Decoder.sign': ('core.html#_decoder.sign', 'conkernelclient/core.py'),
                                       'conkernelclient.core._Decoder.verify': ('core.html#_decoder.verify', 'conkernelclient/core.py'),
                                       'conkernelclient.core._Inbox': ('core.html#_inbox', 'conkernelclient/core.py'),

@@ -462,10 +462,23 @@ def _dated(d:dict):
 # %% ../nbs/00_core.ipynb #3a8347f8
 DELIM = b'<IDS|MSG>'
 
+_FLAT = {str, int, float, bool, type(None), datetime}
+
 class _Decoder:
     "What decoding needs of a `Session`, read once: its HMAC, replay guard and unpacker are traitlets, slow to reach per message."
     def __init__(self, session:Session):
         self.auth,self.seen,self.size,self.unpack = session.auth,session.digest_history,session.digest_history_size,session.unpack
+        self.parents = {}
+
+    def parent(self, raw:bytes):
+        "A fresh copy of the parent header packed in `raw`: a request's reply and statuses share it, so it is parsed once."
+        hit = self.parents.get(raw)
+        if hit is None:
+            hit = _dated(self.unpack(raw))
+            if not all(type(v) in _FLAT for v in hit.values()): return hit  # nested values would be shared by the copies
+            if len(self.parents) >= 1024: self.parents.clear()
+            self.parents[raw] = hit
+        return dict(hit)
 
     def sign(self, parts:list):
         "The signature `Session.sign` computes for `parts`."
@@ -491,7 +504,7 @@ class _Decoder:
         if self.auth is not None: self.verify(sig, parts[:4])
         if len(parts) < 4: raise TypeError('malformed message, must have at least 5 elements')
         header = unpack(parts[0])
-        msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=_dated(unpack(parts[1])),
+        msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=self.parent(parts[1]),
                    metadata=unpack(parts[2]), content=unpack(parts[3]), buffers=[memoryview(b) for b in parts[4:]])
         return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)
 

@@ -6,9 +6,9 @@ from jupyter_client.session import Session
 from conkernelclient import ConKernelManager
 
 @contextlib.asynccontextmanager
-async def kernel(clients:int=1, **km_kw):
-    "A fresh ipykernel and `clients` started clients; everything is stopped and shut down afterwards."
-    km = ConKernelManager(session=Session(key=b'test-key'), **km_kw)
+async def kernel(clients:int=1, make=ConKernelManager, **km_kw):
+    "A fresh kernel (ipykernel, or what `make` makes, e.g. `tiny_manager`) and `clients` started clients, all closed afterwards."
+    km = make(session=Session(key=b'test-key'), **km_kw)
     await km.start_kernel()
     kcs = []
     try:

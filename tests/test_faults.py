@@ -123,10 +123,7 @@ def test_wrong_key_gets_a_clear_timeout_and_logged_signature_failures(caplog):
 
 def test_hostile_traffic_is_dropped_and_counted_and_routing_goes_on():
     async def main():
-        km = tiny_manager(session=Session(key=b'tiny'))
-        await km.start_kernel()
-        try:
-            kc = await km.client().start_channels()
+        async with kernel(make=tiny_manager) as (km, kc):
             futs = [kc.execute('', reply=True, timeout=10) for _ in range(5)]
             r = await kc.execute('%garbage', outputs=True, timeout=10)
             assert r.status == 'ok'
@@ -140,9 +137,7 @@ def test_hostile_traffic_is_dropped_and_counted_and_routing_goes_on():
             assert r['content']['execution_count'] > 0 and (await pending)['content']['status'] == 'ok'
             stray = await kc.get_shell_msg(timeout=1)  # the reply nobody asked for reached no waiter
             assert stray['parent_header']['msg_id'] == 'nobody-sent-this'
-            assert all(t.done() is False for t in kc._tasks)
-            await kc.astop_channels()
-        finally: await km.shutdown_kernel(now=True)
+            assert not any(t.done() for t in kc._tasks)
     run(main())
 
 @pytest.mark.timeout(170)
@@ -150,7 +145,7 @@ def test_100_client_cycles_and_20_kernel_cycles_leave_nothing_behind():
     async def main():
         km = tiny_manager(session=Session(key=b'tiny'))
         await km.start_kernel()
-        kc = await km.client().start_channels(); await kc.astop_channels()
+        kc = await km.client().start_channels(); await kc.astop_channels()  # the first client's one-time costs, out of the count
         gc.collect()
         fds, threads, tasks = open_fds(), threading.active_count(), len(asyncio.all_tasks())
         for _ in range(100):
@@ -173,10 +168,7 @@ def test_100_client_cycles_and_20_kernel_cycles_leave_nothing_behind():
 @pytest.mark.timeout(170)
 def test_memory_returns_to_baseline_after_100k_requests():
     async def main():
-        km = tiny_manager(session=Session(key=b'tiny'))
-        await km.start_kernel()
-        try:
-            kc = await km.client().start_channels()
+        async with kernel(make=tiny_manager) as (km, kc):
             async def batch(n):
                 for _ in range(n//1000): await asyncio.gather(*[kc.execute('', reply=True, timeout=30) for _ in range(1000)])
             await batch(10_000); gc.collect(); base = rss_mb()
@@ -186,8 +178,6 @@ def test_memory_returns_to_baseline_after_100k_requests():
                   f"jupyter_client's replay guard holds {len(kc.session.digest_history)} signatures")
             assert kc._pending == {} and kc._tracks == {}
             assert after - base < 20
-            await kc.astop_channels()
-        finally: await km.shutdown_kernel(now=True)
     run(main(), timeout=160)
 
 def test_connection_file_is_private_and_transport_is_encrypted():

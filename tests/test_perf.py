@@ -2,9 +2,8 @@
 import asyncio, subprocess, sys, time
 from pathlib import Path
 import pytest
-from jupyter_client.session import Session
 from conkernelclient.tinykernel import tiny_manager
-from conftest import run
+from conftest import kernel, run
 
 root = Path(__file__).parent.parent
 
@@ -12,17 +11,12 @@ root = Path(__file__).parent.parent
 def test_10k_in_flight_against_default_hwm_kernel_loses_no_reply():
     "The tiny kernel's sockets keep ZMQ's default high-water mark (1000), as ipykernel's do."
     async def main():
-        km = tiny_manager(session=Session(key=b'tiny'))
-        await km.start_kernel()
-        try:
-            kc = await km.client().start_channels()
+        async with kernel(make=tiny_manager) as (km, kc):
             futs = [kc.execute('', reply=True, timeout=30) for _ in range(10_000)]
             time.sleep(3)  # a client slow to read: the kernel answers everything while nothing is read
             done, pending = await asyncio.wait(futs, timeout=35)
             assert not pending and all(f.result()['content']['status'] == 'ok' for f in done)
             assert sorted(f.result()['content']['execution_count'] for f in done)[-1] >= 10_000
-            await kc.astop_channels()
-        finally: await km.shutdown_kernel(now=True)
     run(main())
 
 @pytest.mark.timeout(180)

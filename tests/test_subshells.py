@@ -2,7 +2,6 @@
 import asyncio, subprocess, sys, time
 from pathlib import Path
 import pytest
-from jupyter_client.session import Session
 from conkernelclient import KernelFeatureError
 from conkernelclient.tinykernel import tiny_manager
 from conftest import kernel, run
@@ -73,18 +72,13 @@ def test_interrupt_stops_the_main_shell_not_a_busy_subshell():
 
 def test_kernel_without_subshells_gets_a_clear_error():
     async def main():
-        km = tiny_manager(session=Session(key=b'tiny'))
-        await km.start_kernel()
-        try:
-            kc = await km.client().start_channels()
+        async with kernel(make=tiny_manager) as (km, kc):
             assert not kc.supports('kernel subshells')
             with pytest.raises(KernelFeatureError, match=r"kernel tinykernel 0\.1 does not support 'kernel subshells'"): await kc.create_subshell()
             with pytest.raises(KernelFeatureError): await kc.list_subshells()
             with pytest.raises(KernelFeatureError):
                 async with kc.subshells(2): pass
             assert kc._pending == {}
-            await kc.astop_channels()
-        finally: await km.shutdown_kernel(now=True)
     run(main())
 
 def test_cli_parallel_runs_snippets_on_subshells():

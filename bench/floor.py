@@ -28,7 +28,7 @@ class FloorClient:
     def sign(self, parts): return hmac.new(self.key, b''.join(parts), hashlib.sha256).hexdigest().encode()
 
     def send(self, code:str=''):
-        "Send an execute_request now; a future of its reply content."
+        "Send an execute_request now; a future of its reply."
         mid = uuid.uuid4().hex
         header = dict(msg_id=mid, session=self.session, username='floor', date=datetime.now(timezone.utc).isoformat(),
                       msg_type='execute_request', version='5.3')
@@ -56,8 +56,9 @@ class FloorClient:
                 on_msg(*self.parse(frames))
 
     def on_reply(self, header, parent, content):
+        "Resolve the waiting future with the reply: what was parsed of it, as any client would return."
         fut = self.pending.pop(parent.get('msg_id'), None)
-        if fut is not None and not fut.done(): fut.set_result(content)
+        if fut is not None and not fut.done(): fut.set_result(dict(header=header, parent_header=parent, content=content))
 
     def on_iopub(self, header, parent, content): self.iopub_seen += 1
 

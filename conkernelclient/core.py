@@ -173,6 +173,7 @@ def _check_str(val, name:str):
 # %% ../nbs/00_core.ipynb #2cdf0a7a
 class _Reply(asyncio.Future):
     "The future of one reply; cancelling it unfiles its request at once."
+    __slots__ = ('client', 'msg_id', 'timer')  # thousands may be in flight
     def cancel(self, msg=None):
         if not super().cancel(msg): return False
         self.client._unfile(self)
@@ -508,6 +509,7 @@ class _Decoder:
                    metadata=unpack(parts[2]), content=unpack(parts[3]), buffers=[memoryview(b) for b in parts[4:]])
         return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)
 
+# %% ../nbs/00_core.ipynb #04b70f7d
 @patch
 def _decode(self:ConKernelClient, frames:list):
     "Verify and parse `frames`; a message that fails (bad signature, malformed) is logged, counted and dropped."
@@ -516,7 +518,7 @@ def _decode(self:ConKernelClient, frames:list):
         self.bad_messages += 1
         _log.warning('dropped a message that failed to decode: %s', e)
 
-# %% ../nbs/00_core.ipynb #04b70f7d
+# %% ../nbs/00_core.ipynb #e79ae502
 @patch
 async def _answer(self:ConKernelClient, tr:_Track, req:dict):
     "Answer `req` with `tr.on_input(prompt, password)`; if that raises, interrupt the kernel and fail the request with it."
@@ -539,7 +541,7 @@ async def _abort_input(self:ConKernelClient, tr:_Track, exc:Exception):
     if fut is not None: self._fail(fut, exc)
     self._settle(tr, exc)
 
-# %% ../nbs/00_core.ipynb #e79ae502
+# %% ../nbs/00_core.ipynb #6f56a6b7
 @patch
 def _fail_request(self:ConKernelClient, msg_id:str, exc:BaseException):
     "Fail request `msg_id` (its reply future and its track) with `exc`."
@@ -575,7 +577,7 @@ def _spawn(self:ConKernelClient, coro):
     self._tasks.append(task)
     return task
 
-# %% ../nbs/00_core.ipynb #6f56a6b7
+# %% ../nbs/00_core.ipynb #e90eb4a9
 _ROUTES = ('shell', 'control', 'iopub', 'stdin')
 
 @patch
@@ -609,7 +611,7 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
     hint = f' ({self.bad_messages} messages failed their signature check: is the session key right?)' if self.bad_messages else ''
     raise TimeoutError(f'the kernel did not answer kernel_info within {timeout} s{hint}')
 
-# %% ../nbs/00_core.ipynb #e90eb4a9
+# %% ../nbs/00_core.ipynb #37efdfe4
 _UNBOUNDED = {zmq.RCVHWM: 0, zmq.SNDHWM: 0}
 
 @patch
@@ -631,7 +633,7 @@ def connect_control(self:ConKernelClient, identity:bytes|None=None):
     "The control socket, without a high-water mark."
     return self._connect('control', identity, _UNBOUNDED)
 
-# %% ../nbs/00_core.ipynb #37efdfe4
+# %% ../nbs/00_core.ipynb #97b94315
 @patch
 def connect_stdin(self:ConKernelClient, identity:bytes|None=None):
     "The stdin socket, without a high-water mark and with `IMMEDIATE`, so that `POLLOUT` means the kernel can reach it."
@@ -643,7 +645,7 @@ async def _stdin_ready(self:ConKernelClient, timeout:float):
     if not await self.stdin_channel.socket.poll(int(timeout*1000), zmq.POLLOUT):
         raise TimeoutError(f'the stdin channel did not connect within {timeout:.1f} s')
 
-# %% ../nbs/00_core.ipynb #97b94315
+# %% ../nbs/00_core.ipynb #6b353e04
 @patch
 async def _watch(self:ConKernelClient):
     "Poll the kernel's life; once it is dead, fail everything pending with `DeadKernelError`."
@@ -655,14 +657,14 @@ async def _kernel_alive(self:ConKernelClient):
     "The kernel is running, or being restarted by its manager (which fails our requests itself)."
     return getattr(self.parent, 'restarting', False) or await self._async_is_alive()
 
-# %% ../nbs/00_core.ipynb #6b353e04
+# %% ../nbs/00_core.ipynb #8029ad7b
 @patch
 async def is_alive(self:ConKernelClient):
     "Whether the kernel is running and responsive: its process (if a manager owns it) and its heartbeat agree."
     hb = self._hb_channel
     return await self._async_is_alive() and (hb is None or not hb.is_alive() or hb.is_beating())
 
-# %% ../nbs/00_core.ipynb #8029ad7b
+# %% ../nbs/00_core.ipynb #8ef2671a
 @patch
 def stop_channels(self:ConKernelClient):
     "Fail every pending request with `ClientClosedError`, stop routing and close the channels."
@@ -676,7 +678,7 @@ async def astop_channels(self:ConKernelClient):
     self.stop_channels()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-# %% ../nbs/00_core.ipynb #8ef2671a
+# %% ../nbs/00_core.ipynb #f0b311e0
 @patch
 def _check_started(self:ConKernelClient):
     "Raise `ClientClosedError` if `start_channels` never ran."
@@ -706,7 +708,7 @@ async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
 
-# %% ../nbs/00_core.ipynb #f0b311e0
+# %% ../nbs/00_core.ipynb #aa9a6552
 def _terminal_input(prompt:str, password:bool):
     "Ask the terminal, hiding a password."
     return getpass.getpass(prompt) if password else input(prompt)
@@ -732,14 +734,14 @@ async def execute_interactive(self:ConKernelClient, code:str, # Code to run
 #
 # `ConKernelManager` is an `AsyncKernelManager` whose `client()` is a `ConKernelClient`. It turns CurveZMQ transport encryption on by default when pyzmq has it (`jupyter_client` defaults to off, and ipykernel then warns that code and outputs cross TCP in plain text). It remembers its clients, weakly, so that `restart_kernel` can fail their pending requests with `KernelRestartedError` at once instead of leaving them to time out.
 
-# %% ../nbs/00_core.ipynb #aa9a6552
+# %% ../nbs/00_core.ipynb #bedf7330
 def _own_session(session:Session):
     "A copy of `session` (same key and scheme) with a new session id, hence its own socket identity."
     s = session.clone()
     s.session = new_id()
     return s
 
-# %% ../nbs/00_core.ipynb #1e2bf5bb
+# %% ../nbs/00_core.ipynb #6f2b9e2a
 class ConKernelManager(AsyncKernelManager):
     "An `AsyncKernelManager` whose clients are `ConKernelClient`s, with CurveZMQ encryption when available."
     client_class = DottedObjectName('conkernelclient.core.ConKernelClient')

@@ -52,6 +52,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                       'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._kernel_alive': ( 'core.html#conkernelclient._kernel_alive',
                                                                                               'conkernelclient/core.py'),
+                                      'conkernelclient.core.ConKernelClient._kernel_info_or_welcome': ( 'core.html#conkernelclient._kernel_info_or_welcome',
+                                                                                                        'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._published': ( 'core.html#conkernelclient._published',
                                                                                            'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._replied': ( 'core.html#conkernelclient._replied',

@@ -404,6 +404,7 @@ def _deliver(self:ConKernelClient, msg:dict, inbox:_Inbox):
 @patch
 def _published(self:ConKernelClient, msg:dict, inbox:_Inbox):
     "Keep an iopub message for `get_iopub_msg`, and file it with its request if that one is followed."
+    if msg['msg_type']=='iopub_welcome' and not self._welcome.done(): self._welcome.set_result(msg)
     inbox.put(msg)
     tr = self._tracks.get(msg['parent_header'].get('msg_id'))
     if tr is not None and tr.add(msg): self._settle(tr)
@@ -586,6 +587,7 @@ async def start_channels(self:ConKernelClient, timeout:float=60): # Seconds for 
     super(ConKernelClient, self).start_channels()
     self._pending,self._tracks,self._abandoned,self._tasks,self._answering = {},{},{},[],set()
     self.bad_messages,self._error,self._parser = 0,None,_Decoder(self.session)
+    self._welcome = asyncio.get_running_loop().create_future()
     self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
     handlers = dict(shell=self._deliver, control=self._deliver, iopub=self._published, stdin=self._asked)
     for name in _ROUTES: self._spawn(self._route(name, handlers[name]))
@@ -602,8 +604,9 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
         # with a manager a dead process is certain; a heartbeat only proves life once it has beaten
         if isinstance(self.parent, KernelManager) and not await self._async_is_alive():
             raise DeadKernelError('the kernel died before it answered kernel_info')
-        try: res = await self.kernel_info(outputs=True, timeout=min(attempt, left))
+        try: res = await self._kernel_info_or_welcome(min(attempt, left))
         except TimeoutError: attempt = 1; continue
+        if res is None: continue  # a welcome: the subscription began only now, so ask again at once
         self._handle_kernel_info_reply(res.reply)
         self.kernel_info_reply = res.reply['content']
         self._inboxes['iopub'].msgs.clear()
@@ -612,6 +615,17 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
     raise TimeoutError(f'the kernel did not answer kernel_info within {timeout} s{hint}')
 
 # %% ../nbs/00_core.ipynb #37efdfe4
+@patch
+async def _kernel_info_or_welcome(self:ConKernelClient, timeout:float):
+    "The `Result` of a `kernel_info` request (reply and idle both seen), or None if an `iopub_welcome` came first."
+    welcome = self._welcome = asyncio.get_running_loop().create_future()
+    res = self.kernel_info(outputs=True, timeout=timeout)
+    await asyncio.wait([res, welcome], return_when=asyncio.FIRST_COMPLETED)
+    welcome.cancel()
+    if not res.done(): res.cancel(); return None
+    return res.result()
+
+# %% ../nbs/00_core.ipynb #97b94315
 _UNBOUNDED = {zmq.RCVHWM: 0, zmq.SNDHWM: 0}
 
 @patch
@@ -633,7 +647,7 @@ def connect_control(self:ConKernelClient, identity:bytes|None=None):
     "The control socket, without a high-water mark."
     return self._connect('control', identity, _UNBOUNDED)
 
-# %% ../nbs/00_core.ipynb #97b94315
+# %% ../nbs/00_core.ipynb #6b353e04
 @patch
 def connect_stdin(self:ConKernelClient, identity:bytes|None=None):
     "The stdin socket, without a high-water mark and with `IMMEDIATE`, so that `POLLOUT` means the kernel can reach it."
@@ -645,7 +659,7 @@ async def _stdin_ready(self:ConKernelClient, timeout:float):
     if not await self.stdin_channel.socket.poll(int(timeout*1000), zmq.POLLOUT):
         raise TimeoutError(f'the stdin channel did not connect within {timeout:.1f} s')
 
-# %% ../nbs/00_core.ipynb #6b353e04
+# %% ../nbs/00_core.ipynb #8029ad7b
 @patch
 async def _watch(self:ConKernelClient):
     "Poll the kernel's life; once it is dead, fail everything pending with `DeadKernelError`."
@@ -657,14 +671,14 @@ async def _kernel_alive(self:ConKernelClient):
     "The kernel is running, or being restarted by its manager (which fails our requests itself)."
     return getattr(self.parent, 'restarting', False) or await self._async_is_alive()
 
-# %% ../nbs/00_core.ipynb #8029ad7b
+# %% ../nbs/00_core.ipynb #8ef2671a
 @patch
 async def is_alive(self:ConKernelClient):
     "Whether the kernel is running and responsive: its process (if a manager owns it) and its heartbeat agree."
     hb = self._hb_channel
     return await self._async_is_alive() and (hb is None or not hb.is_alive() or hb.is_beating())
 
-# %% ../nbs/00_core.ipynb #8ef2671a
+# %% ../nbs/00_core.ipynb #f0b311e0
 @patch
 def stop_channels(self:ConKernelClient):
     "Fail every pending request with `ClientClosedError`, stop routing and close the channels."
@@ -678,7 +692,7 @@ async def astop_channels(self:ConKernelClient):
     self.stop_channels()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-# %% ../nbs/00_core.ipynb #f0b311e0
+# %% ../nbs/00_core.ipynb #aa9a6552
 @patch
 def _check_started(self:ConKernelClient):
     "Raise `ClientClosedError` if `start_channels` never ran."
@@ -708,7 +722,7 @@ async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
 
-# %% ../nbs/00_core.ipynb #aa9a6552
+# %% ../nbs/00_core.ipynb #bedf7330
 def _terminal_input(prompt:str, password:bool):
     "Ask the terminal, hiding a password."
     return getpass.getpass(prompt) if password else input(prompt)
@@ -734,14 +748,14 @@ async def execute_interactive(self:ConKernelClient, code:str, # Code to run
 #
 # `ConKernelManager` is an `AsyncKernelManager` whose `client()` is a `ConKernelClient`. It turns CurveZMQ transport encryption on by default when pyzmq has it (`jupyter_client` defaults to off, and ipykernel then warns that code and outputs cross TCP in plain text). It remembers its clients, weakly, so that `restart_kernel` can fail their pending requests with `KernelRestartedError` at once instead of leaving them to time out.
 
-# %% ../nbs/00_core.ipynb #bedf7330
+# %% ../nbs/00_core.ipynb #4632a6cf
 def _own_session(session:Session):
     "A copy of `session` (same key and scheme) with a new session id, hence its own socket identity."
     s = session.clone()
     s.session = new_id()
     return s
 
-# %% ../nbs/00_core.ipynb #6f2b9e2a
+# %% ../nbs/00_core.ipynb #e832da3f
 class ConKernelManager(AsyncKernelManager):
     "An `AsyncKernelManager` whose clients are `ConKernelClient`s, with CurveZMQ encryption when available."
     client_class = DottedObjectName('conkernelclient.core.ConKernelClient')

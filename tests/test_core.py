@@ -252,3 +252,14 @@ def test_import_changes_no_global_state():
     for m in [m for m in sys.modules if m.startswith('conkernelclient')]: del sys.modules[m]
     importlib.import_module('conkernelclient')
     assert (Session.send, zmq.asyncio.Socket.send_multipart, zmq.asyncio.Socket.recv_multipart) == before
+
+def test_readiness_uses_iopub_welcome_and_works_without_it():
+    async def main():
+        async with kernel() as (km, kc):
+            assert kc._welcome.done() and kc._welcome.result()['msg_type'] == 'iopub_welcome'  # ipykernel 7 sends one
+            with pytest.raises(queue.Empty): await kc.get_iopub_msg(timeout=0.2)  # no start-up chatter left behind
+        from conkernelclient.tinykernel import tiny_manager
+        async with kernel(make=tiny_manager) as (km, kc):  # a kernel without welcomes: readiness by the idle status alone
+            assert not kc._welcome.done()
+            assert (await kc.execute('', reply=True, timeout=5))['content']['status'] == 'ok'
+    run(main())

@@ -606,7 +606,6 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
             raise DeadKernelError('the kernel died before it answered kernel_info')
         try: res = await self._kernel_info_or_welcome(min(attempt, left))
         except TimeoutError: attempt = 1; continue
-        if res is None: continue  # a welcome: the subscription began only now, so ask again at once
         self._handle_kernel_info_reply(res.reply)
         self.kernel_info_reply = res.reply['content']
         self._inboxes['iopub'].msgs.clear()
@@ -617,13 +616,13 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
 # %% ../nbs/00_core.ipynb #37efdfe4
 @patch
 async def _kernel_info_or_welcome(self:ConKernelClient, timeout:float):
-    "The `Result` of a `kernel_info` request (reply and idle both seen), or None if an `iopub_welcome` came first."
-    welcome = self._welcome = asyncio.get_running_loop().create_future()
+    "The `Result` of a `kernel_info` request whose idle status came through; asked again at once on `iopub_welcome`."
     res = self.kernel_info(outputs=True, timeout=timeout)
-    await asyncio.wait([res, welcome], return_when=asyncio.FIRST_COMPLETED)
-    welcome.cancel()
-    if not res.done(): res.cancel(); return None
-    return res.result()
+    await asyncio.wait([res, self._welcome], return_when=asyncio.FIRST_COMPLETED)
+    if res.done(): return res.result()
+    # welcomed first: this attempt's statuses may be lost, the next one's cannot be, and they come after the first's
+    res.cancel()
+    return await self.kernel_info(outputs=True, timeout=timeout)
 
 # %% ../nbs/00_core.ipynb #97b94315
 _UNBOUNDED = {zmq.RCVHWM: 0, zmq.SNDHWM: 0}

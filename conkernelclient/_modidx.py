@@ -50,6 +50,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                               'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._file': ( 'core.html#conkernelclient._file',
                                                                                       'conkernelclient/core.py'),
+                                      'conkernelclient.core.ConKernelClient._heartbeat_started': ( 'core.html#conkernelclient._heartbeat_started',
+                                                                                                   'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._kernel_alive': ( 'core.html#conkernelclient._kernel_alive',
                                                                                               'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._kernel_info_or_welcome': ( 'core.html#conkernelclient._kernel_info_or_welcome',

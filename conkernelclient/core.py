@@ -593,8 +593,17 @@ async def start_channels(self:ConKernelClient, timeout:float=60): # Seconds for 
     for name in _ROUTES: self._spawn(self._route(name, handlers[name]))
     try: await self.wait_for_ready(timeout)
     except BaseException: await self.astop_channels(); raise
+    await self._heartbeat_started()
     self._spawn(self._watch())
     return self
+
+@patch
+async def _heartbeat_started(self:ConKernelClient, timeout:float=5):
+    "Wait (boundedly) until the heartbeat thread is running."
+    # `HBChannel.stop` before its thread has begun is undone when the thread begins (it sets `_running` itself), leaving a
+    # thread that outlives its closed context; so a client is only handed out once its heartbeat runs
+    deadline = time.monotonic()+timeout
+    while not self.hb_channel._running and time.monotonic() < deadline: await asyncio.sleep(0.005)
 
 @patch
 async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Seconds before `TimeoutError`

@@ -1,5 +1,5 @@
 "Stress, races and faults for the reply router, against real ipykernels."
-import asyncio, os, queue, signal, threading, time
+import asyncio, gc, os, queue, signal, threading, time
 import pytest, zmq
 from jupyter_client import AsyncKernelManager
 from jupyter_client.session import Session
@@ -118,11 +118,13 @@ def test_start_stop_cycles_leave_no_fds_tasks_or_threads():
     async def main():
         async with kernel() as (km, kc):
             await kc.astop_channels()
+            gc.collect()  # closed contexts of earlier tests release their descriptors when collected
             fds, threads, tasks = open_fds(), threading.active_count(), len(asyncio.all_tasks())
             for _ in range(20):
                 kc = await km.client().start_channels()
                 assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
                 await kc.astop_channels()
+            gc.collect()
             assert len(asyncio.all_tasks()) == tasks
             assert threading.active_count() <= threads
             assert open_fds() <= fds, (open_fds(), fds)

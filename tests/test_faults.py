@@ -124,6 +124,8 @@ def test_wrong_key_gets_a_clear_timeout_and_logged_signature_failures(caplog):
 def test_hostile_traffic_is_dropped_and_counted_and_routing_goes_on():
     async def main():
         async with kernel(make=tiny_manager) as (km, kc):
+            # readiness proves shell, iopub and stdin connected; a control request proves control too, so the kernel can reach it
+            await kc.control_request('kernel_info_request', timeout=10)
             futs = [kc.execute('', reply=True, timeout=10) for _ in range(5)]
             r = await kc.execute('%garbage', outputs=True, timeout=10)
             assert r.status == 'ok'

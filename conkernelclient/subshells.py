@@ -67,39 +67,75 @@ class SubshellPool:
     "`n` subshells of one kernel, created on entry and always deleted on exit."
     def __init__(self, kc:ConKernelClient, n:int, timeout:float=10): # The client; how many subshells; seconds per control request
         if not isinstance(n, int) or n < 1: raise ValueError(f'a pool needs at least one subshell, not {n!r}')
-        self.kc,self.n,self.timeout,self.ids = kc,n,timeout,[]
+        self.kc,self.n,self.timeout,self.ids,self._asked = kc,n,timeout,[],[]
 
     async def __aenter__(self):
         self.kc._require(SUBSHELLS)
         self._free = asyncio.Queue()
         try:
-            for _ in range(self.n): self.ids.append(await self.kc.create_subshell(self.timeout))
+            for _ in range(self.n): self.ids.append(await self._create())
         except BaseException: await self._delete(); raise
         for sid in self.ids: self._free.put_nowait(sid)
         return self
 
     async def __aexit__(self, *exc): await self._delete()
 
+    async def _create(self):
+        "Create one subshell; its request stays in `_asked`, so that clean-up finds it even if the caller stops waiting."
+        fut = self.kc.control_request('create_subshell_request', timeout=self.timeout)
+        self._asked.append(fut)
+        return _subshell_id(await asyncio.shield(fut))
+
     async def _delete(self):
-        "Delete every subshell this pool created, even if the caller is cancelled meanwhile."
-        ids, self.ids = self.ids, []
-        cleanup = asyncio.gather(*[self.kc.delete_subshell(s, self.timeout) for s in ids], return_exceptions=True)
-        await asyncio.shield(cleanup)
+        "Delete every subshell this pool created or was creating, even if the caller is cancelled meanwhile."
+        asked, self._asked, self.ids = self._asked, [], []
+        self._cleanup = asyncio.ensure_future(self._delete_created(asked))  # referenced: a cancelled caller must not lose it
+        await asyncio.shield(self._cleanup)
+
+    async def _delete_created(self, asked:list):
+        "Wait for the create requests in `asked`, then delete every subshell they made."
+        replies = await asyncio.gather(*asked, return_exceptions=True)
+        ids = [r['content']['subshell_id'] for r in replies if isinstance(r, dict) and r['content'].get('status')=='ok']
+        await asyncio.gather(*[self.kc.delete_subshell(s, self.timeout) for s in ids], return_exceptions=True)
+
+def _subshell_id(reply:dict):
+    "The `subshell_id` a `create_subshell_reply` names, or `KernelReplyError`."
+    if reply['content'].get('status') != 'ok': raise KernelReplyError(reply)
+    return reply['content']['subshell_id']
 
 # %% ../nbs/03_subshells.ipynb #108cad8d
 @patch
 async def run(self:SubshellPool, code:str, # Code to run on a free subshell
               **kwargs): # `execute` options (timeout, on_input, stop_on_error, ...)
     "Run `code` on the next free subshell; returns its `Result`."
+    return await self._run(code, None, **kwargs)
+
+@patch
+async def _run(self:SubshellPool, code:str, failed:asyncio.Event|None, **kwargs):
+    "`run`, as one of a batch that stops sending once any of it has `failed` (which a failure here sets)."
     sid = await self._free.get()
-    try: return await self.kc.execute(code, subshell_id=sid, outputs=True, **kwargs)
+    try:
+        if failed is not None and failed.is_set(): raise asyncio.CancelledError('a sibling snippet failed')
+        return await self.kc.execute(code, subshell_id=sid, outputs=True, **kwargs)
+    except BaseException:
+        # set before the subshell goes back: the sibling it wakes must already see the failure, or it would send first
+        if failed is not None: failed.set()
+        raise
     finally: self._free.put_nowait(sid)
 
 @patch
 async def map(self:SubshellPool, codes:list, # Snippets
               **kwargs): # `execute` options for each
-    "Run `codes` in parallel, at most one per subshell at a time; their `Result`s in order."
-    return await asyncio.gather(*[self.run(c, **kwargs) for c in codes])
+    "Run `codes` in parallel, at most one per subshell at a time; their `Result`s in order. If one fails, the others are cancelled."
+    failed = asyncio.Event()
+    tasks = [asyncio.ensure_future(self._run(c, failed, **kwargs)) for c in codes]
+    try: await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for t in tasks: t.cancel()  # the unsent are never sent; the running are abandoned
+        await asyncio.gather(*tasks, return_exceptions=True)
+    err = next((t.exception() for t in tasks if not t.cancelled() and t.exception() is not None), None)
+    if err is not None: raise err
+    return [t.result() for t in tasks]
 
 @patch
 def subshells(self:ConKernelClient, n:int, # How many subshells

@@ -12,6 +12,7 @@ import zmq
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from traitlets import Float, Unicode
 from .core import ConKernelManager
 
 # %% ../nbs/02_tinykernel.ipynb #9af2b7a6
@@ -72,6 +73,7 @@ def execute(self:TinyKernel, sock, idents:list, parent:dict, code:str):
     lines = dict((l.split() + [''])[:2] for l in code.splitlines() if l.startswith('%'))
     if '%garbage' in lines: self.garbage(idents)
     if '%sleep' in lines: threading.Event().wait(float(lines['%sleep']))
+    if '%input' in lines: self.publish('stream', dict(name='stdout', text=json.dumps(self.ask(idents, parent))), parent)
     for i in range(int(lines.get('%print') or 0)): self.publish('stream', dict(name='stdout', text=f'{i}\n'), parent)
     if '%unknown' in lines: self.reply(sock, idents, dict(parent, msg_id='nobody-sent-this'), dict(status='ok', execution_count=0, user_expressions={}))
     self.count += 1
@@ -85,6 +87,16 @@ def garbage(self:TinyKernel, idents:list):
     for n in ('shell', 'control', 'stdin'):
         for f in bad: self.socks[n].send_multipart([*idents, *f])
     for f in bad: self.socks['iopub'].send_multipart([b'garbage', *f])
+
+@patch
+def ask(self:TinyKernel, idents:list, parent:dict):
+    "Send an `input_request` to `idents` and return the `input_reply`'s content; None if SIGINT came first."
+    self.socks['stdin'].send_multipart(self.frames('input_request', dict(prompt='? ', password=False), parent, idents))
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try: parsed = self.parse(self.socks['stdin'].recv_multipart())
+    except KeyboardInterrupt: return None
+    finally: signal.signal(signal.SIGINT, old)
+    return parsed and parsed[2]
 
 # %% ../nbs/02_tinykernel.ipynb #3b2aec1c
 @patch
@@ -117,21 +129,28 @@ def serve(self:TinyKernel):
                 if not self.handle(name, sock.recv_multipart()): return
 
 @call_parse
-def main(connection_File:str=None): # The connection file (`-f`, as kernels take it)
+def main(connection_File:str=None, # The connection file (`-f`, as kernels take it)
+         bind_delay:float=0): # Seconds to wait before binding the sockets, like a slow-starting kernel
     "Run a tiny kernel on a connection file."
     with open(connection_File) as fh: conn = json.load(fh)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # managers interrupt before shutting down; there is nothing to interrupt
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Event().wait(bind_delay)  # managers interrupt before shutting down; there is nothing to interrupt
     TinyKernel(conn).serve()
     os._exit(0)  # the heartbeat thread is blocked in a proxy: leave without waiting for it
 
 # %% ../nbs/02_tinykernel.ipynb #d0ed2980
 class TinySpecs(KernelSpecManager):
     "Kernelspecs, plus `tiny`: this module's kernel."
+    bind_delay = Float(0, help="Seconds the tiny kernel waits before binding its sockets").tag(config=True)
+    interrupt_mode = Unicode('signal', help="How a manager interrupts the tiny kernel: 'signal' or 'message'").tag(config=True)
+
     def get_kernel_spec(self, kernel_name:str):
         if kernel_name!='tiny': return super().get_kernel_spec(kernel_name)
-        argv = [sys.executable, '-m', 'conkernelclient.tinykernel', '-f', '{connection_file}']
-        return KernelSpec(argv=argv, display_name='tiny', language='tiny', resource_dir=os.getcwd())
+        argv = [sys.executable, '-m', 'conkernelclient.tinykernel', '-f', '{connection_file}', '--bind-delay', str(self.bind_delay)]
+        return KernelSpec(argv=argv, display_name='tiny', language='tiny', resource_dir=os.getcwd(), interrupt_mode=self.interrupt_mode)
 
-def tiny_manager(**kwargs): # Passed to `ConKernelManager`
+def tiny_manager(bind_delay:float=0, # Seconds the kernel waits before binding its sockets
+                 interrupt_mode:str='signal', # How the manager interrupts it: 'signal' or 'message'
+                 **kwargs): # Passed to `ConKernelManager`
     "A `ConKernelManager` for a tiny kernel."
-    return ConKernelManager(kernel_name='tiny', kernel_spec_manager=TinySpecs(), **kwargs)
+    return ConKernelManager(kernel_name='tiny', kernel_spec_manager=TinySpecs(bind_delay=bind_delay, interrupt_mode=interrupt_mode), **kwargs)

@@ -50,3 +50,7 @@ def test_existing_attaches_to_a_kernel_started_separately():
             assert await km.is_alive()  # an attached kernel is left running
         finally: await km.shutdown_kernel(now=True)
     run(main())
+
+def test_unknown_options_are_refused_not_ignored():
+    p = cli('run', '--bogus', 'x', 'print(1)', timeout=60)
+    assert p.returncode == 2 and 'unrecognized arguments: --bogus' in p.stderr and 'ConKernelClient' not in p.stdout

@@ -92,3 +92,36 @@ def test_cli_parallel_runs_snippets_on_subshells():
     assert p.returncode == 0, p.stderr
     times = [float(l.split(' in ')[1].split(' s')[0]) for l in p.stdout.splitlines() if l.startswith('[')]
     assert len(times) == 3 and max(times) < 2.5, p.stdout  # serial would take 3 s
+
+async def no_subshells_left(kc, within:float=5):
+    "Wait (boundedly) for background clean-up, then check the kernel has no subshells."
+    deadline = time.monotonic()+within
+    while (left := await kc.list_subshells()) and time.monotonic() < deadline: await asyncio.sleep(0.05)
+    return left == []
+
+def test_10_a_pool_cancelled_while_creating_still_deletes_what_it_asked_for():
+    async def main():
+        async with kernel() as (km, kc):
+            async def use(): 
+                async with kc.subshells(3) as pool: await asyncio.sleep(10)
+            for delay in [0, 0.001, 0.003, 0.006, 0.01, 0.02]:
+                task = asyncio.ensure_future(use())
+                await asyncio.sleep(delay)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError): await task
+                assert await no_subshells_left(kc), f'subshells left after a cancel at {delay} s'
+            assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
+    run(main())
+
+def test_11_map_cancels_the_siblings_of_a_failed_snippet_before_they_are_sent():
+    async def main():
+        async with kernel() as (km, kc):
+            await kc.execute('hits = []', reply=True, timeout=10)
+            async with kc.subshells(1) as pool:
+                with pytest.raises(TimeoutError):
+                    await pool.map([f'import time; time.sleep(0.6); hits.append({i})' for i in range(5)], timeout=0.3)
+                await asyncio.sleep(2)  # the pool is still open: a sibling still sent would have run by now
+            r = await kc.execute('', user_expressions=dict(h='hits'), reply=True, timeout=10)
+            assert r['content']['user_expressions']['h']['data']['text/plain'] == '[0]'  # only the one already running
+            assert await no_subshells_left(kc)
+    run(main())

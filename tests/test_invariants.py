@@ -1,0 +1,188 @@
+"Regression tests for the adversarial paths of issue 'Invariants': one test per finding, against real kernels."
+import asyncio, os, queue, signal, threading, time
+import pytest
+from jupyter_client.session import Session
+from conkernelclient import (ClientClosedError, ClientLoopError, ConKernelClient, DeadKernelError, InputError,
+                             KernelRestartedError)
+from conkernelclient.tinykernel import tiny_manager
+from conftest import kernel, run
+
+pytestmark = pytest.mark.timeout(120)
+stuck_tiny = lambda **kw: tiny_manager(interrupt_mode='message', **kw)  # `%input` then waits for good: an interrupt_request can't end it
+
+async def clean(kc):
+    "The client's registry is empty and the kernel still answers."
+    assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
+    assert kc._pending == {} and kc._tracks == {}
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), 10**400, -1])
+def test_1_2_non_finite_or_huge_timeouts_are_refused_before_anything_is_filed(bad):
+    async def main():
+        async with kernel() as (km, kc):
+            for call in (lambda: kc.execute('1', reply=True, timeout=bad), lambda: kc.stream('1', timeout=bad).__anext__(),
+                         lambda: kc.get_iopub_msg(timeout=bad), lambda: kc.create_subshell(timeout=bad),
+                         lambda: kc.wait_for_ready(timeout=bad)):
+                with pytest.raises(ValueError, match='finite'):
+                    res = call()
+                    if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future): await res
+            await asyncio.wait_for(asyncio.sleep(0.05), 1)  # the loop's timers still fire
+            await clean(kc)
+            slow = kc.execute('import time; time.sleep(1)', reply=True)
+            kc.stop_channels()
+            with pytest.raises(ClientClosedError): await asyncio.wait_for(slow, 5)
+    run(main())
+
+@pytest.mark.parametrize('how', ['stop', 'kill', 'restart'])
+def test_3_a_refused_input_still_ends_at_once_if_the_client_stops_or_the_kernel_goes(how):
+    "While the kernel is interrupted for a failed on_input (the grace), the request must still see every teardown."
+    async def main():
+        async with kernel(make=stuck_tiny) as (km, kc):
+            kc.interrupt_grace = 30
+            def refuse(prompt, password): raise PermissionError('no')
+            fut = kc.execute('%input', on_input=refuse, reply=True, timeout=60)
+            await asyncio.sleep(0.5)  # refused, interrupt sent, the kernel ignores it: the grace is running
+            assert not fut.done()
+            t0 = time.monotonic()
+            if how == 'stop': kc.stop_channels(); want = ClientClosedError
+            elif how == 'kill': os.kill(km.provisioner.process.pid, signal.SIGKILL); want = DeadKernelError
+            else: await km.restart_kernel(now=True); want = KernelRestartedError
+            with pytest.raises(want): await asyncio.wait_for(fut, 5)
+            assert time.monotonic()-t0 < 5 and kc._tracks == {}
+    run(main())
+
+def test_4_requests_sent_during_a_restart_fail_instead_of_vanishing():
+    async def main():
+        async with kernel() as (km, kc):
+            restart = asyncio.ensure_future(km.restart_kernel())
+            while not km.restarting: await asyncio.sleep(0.001)
+            with pytest.raises(KernelRestartedError, match='being restarted'): kc.execute('1', reply=True)
+            with pytest.raises(KernelRestartedError): kc.execute('1')  # fire-and-forget too: it would be lost
+            await asyncio.wait_for(restart, 60)
+            await clean(kc)
+    run(main())
+
+def test_5_an_attached_client_learns_of_a_restart_from_the_kernels_new_session():
+    async def main():
+        async with kernel() as (km, kc):
+            att = ConKernelClient(connection_file=km.connection_file); att.load_connection_file()
+            await att.start_channels()
+            assert att.parent is None
+            pending = att.execute('import time; time.sleep(30)', reply=True)
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            await km.restart_kernel(now=True)
+            with pytest.raises(KernelRestartedError): await asyncio.wait_for(pending, 20)
+            print(f'\nattached client: pending request failed {time.monotonic()-t0:.2f} s after the restart began')
+            await clean(att)  # and it carries on with the new kernel
+            await clean(kc)
+            await att.astop_channels()
+    run(main())
+
+@pytest.mark.parametrize('how', ['timeout', 'cancel', 'stream'])
+def test_6_an_abandoned_request_never_leaves_the_kernel_waiting_in_input(how):
+    async def main():
+        async with kernel() as (km, kc):
+            code = 'import time; time.sleep(0.6); x = input("late? ")'
+            answer = lambda prompt, password: 'never'
+            if how == 'timeout':
+                with pytest.raises(TimeoutError): await kc.execute(code, on_input=answer, reply=True, timeout=0.2)
+            elif how == 'cancel':
+                t = asyncio.ensure_future(kc.execute(code, on_input=answer, reply=True))
+                await asyncio.sleep(0.2); t.cancel()
+                with pytest.raises(asyncio.CancelledError): await t
+            else:
+                async for msg in kc.stream(code, on_input=answer): break  # leave after the first message
+            await asyncio.sleep(1)  # the kernel has asked by now, for a request nobody waits for
+            t0 = time.monotonic()
+            await clean(kc)  # the kernel was interrupted out of input(): it answers again
+            with pytest.raises(queue.Empty): await kc.get_stdin_msg(timeout=0.1)  # and the request did not land in the inbox
+    run(main())
+
+@pytest.mark.parametrize('exc', [asyncio.CancelledError, KeyboardInterrupt, SystemExit])
+def test_7_an_on_input_that_raises_a_base_exception_fails_its_request_only(exc):
+    async def main():
+        async with kernel() as (km, kc):
+            def raiser(prompt, password): raise exc()
+            with pytest.raises(InputError, match=exc.__name__): await kc.execute('input("?")', on_input=raiser, reply=True, timeout=30)
+            await clean(kc)
+    run(main())
+
+def test_7_on_input_must_answer_with_a_str():
+    async def main():
+        async with kernel() as (km, kc):
+            for val in (None, b'xy', 3):
+                with pytest.raises(TypeError, match='on_input must return a str'):
+                    await kc.execute('input("?")', on_input=lambda p, pw: val, reply=True, timeout=30)
+            await clean(kc)
+    run(main())
+
+def test_8_a_client_refuses_calls_from_another_event_loop():
+    holder = {}
+    async def start():
+        holder['km'] = km = tiny_manager(session=Session(key=b'tiny'))
+        await km.start_kernel()
+        holder['kc'] = await km.client().start_channels()
+    async def elsewhere():
+        kc = holder['kc']
+        with pytest.raises(ClientLoopError, match='event loop that started it'): kc.execute('', reply=True)
+        with pytest.raises(ClientLoopError): await kc.is_alive()
+        with pytest.raises(ClientLoopError): await kc.get_iopub_msg(timeout=0.1)
+        with pytest.raises(ClientLoopError): await kc.wait_for_ready(timeout=1)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(start(), 60))
+        run(elsewhere())  # a later asyncio.run: another loop
+        errors = []
+        th = threading.Thread(target=lambda: errors.append(asyncio.run(elsewhere())))
+        th.start(); th.join(30)
+        assert errors == [None]
+        async def back_home():
+            kc = holder['kc']
+            assert (await kc.execute('', reply=True, timeout=10))['content']['status'] == 'ok'
+            await kc.astop_channels(); await holder['km'].shutdown_kernel(now=True)
+        loop.run_until_complete(asyncio.wait_for(back_home(), 60))
+    finally: loop.close()
+
+def test_9_a_duplicate_msg_id_is_refused_whatever_the_request():
+    async def main():
+        async with kernel() as (km, kc):
+            ex = kc.execute('import time; time.sleep(0.3); 7', reply=True, timeout=10, msg_id='dup')
+            with pytest.raises(ValueError, match='already pending'): kc.control_request('kernel_info_request', reply=False, msg_id='dup')
+            with pytest.raises(ValueError, match='already pending'): kc.execute('8', msg_id='dup')
+            r = await ex
+            assert r['msg_type'] == 'execute_reply' and r['content']['status'] == 'ok'
+            await clean(kc)
+    run(main())
+
+def test_12_stopping_during_start_raises_client_closed_not_cancelled():
+    async def main():
+        async with kernel(clients=0) as (km,):
+            outcomes = set()
+            for delay in [0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5]:
+                kc = km.client()
+                starting = asyncio.ensure_future(_ready(kc))
+                await asyncio.sleep(delay)
+                kc.stop_channels()
+                try: await asyncio.wait_for(starting, 30); outcomes.add('ready')
+                except ClientClosedError: outcomes.add('closed')
+            assert 'closed' in outcomes  # CancelledError or anything else would have escaped above
+    run(main())
+
+async def _ready(kc): return await kc.start_channels()
+
+def test_13_wait_for_ready_counts_the_iopub_messages_it_discards():
+    async def main():
+        async with kernel() as (km, kc):
+            kc.execute('print("unread")')
+            await asyncio.sleep(0.5)
+            before = kc.dropped['iopub']
+            await kc.wait_for_ready(timeout=10)
+            assert kc.dropped['iopub'] >= before+3  # busy, execute_input, stream, idle: discarded, but counted
+    run(main())
+
+def test_stream_refuses_reply_and_outputs_options_clearly():
+    async def main():
+        async with kernel(make=tiny_manager) as (km, kc):
+            with pytest.raises(TypeError, match='takes no reply or outputs'): await kc.stream('', outputs=True).__anext__()
+            assert kc._tracks == {}
+    run(main())

@@ -7,7 +7,7 @@ __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'Star
            'ConChannel', 'Result', 'nb_outputs', 'ConKernelClient', 'ConKernelManager']
 
 # %% ../nbs/00_core.ipynb #08d2c3b2
-import asyncio, contextvars, copy, getpass, inspect, logging, math, numbers, queue, time, weakref
+import asyncio, contextvars, copy, getpass, inspect, itertools, logging, math, numbers, queue, time, weakref
 from datetime import datetime
 from hmac import compare_digest
 from collections import deque
@@ -146,6 +146,7 @@ class _Track:
     "The iopub messages and reply of one request; complete once both the reply and its idle status have come."
     def __init__(self, msg_id:str, fut:asyncio.Future, on_stdin=None):
         self.msg_id,self.fut,self.on_stdin,self.msgs,self.reply,self.queue,self.timer = msg_id,fut,on_stdin,[],None,None,None
+        self.answering = None  # the task answering its current `input_request`, if any
         self.done,self.idle = asyncio.get_running_loop().create_future(),asyncio.Event()
 
     def add(self, msg:dict):
@@ -212,7 +213,7 @@ def _check_str(val, name:str):
 # %% ../nbs/00_core.ipynb #2cdf0a7a
 class _Reply(asyncio.Future):
     "The future of one reply; cancelling it unfiles its request at once."
-    __slots__ = ('client', 'msg_id', 'timer')  # thousands may be in flight
+    __slots__ = ('client', 'msg_id', 'timer', 'seq')  # thousands may be in flight; `seq` orders them by filing
     def cancel(self, msg=None):
         if not super().cancel(msg): return False
         self.client._unfile(self)
@@ -225,7 +226,7 @@ def _file(self:ConKernelClient, msg_id:str, timeout:float|None):
     if msg_id in self._pending or msg_id in self._tracks: raise ValueError(f'a request with msg_id {msg_id!r} is already pending')
     loop = asyncio.get_running_loop()
     fut = self._pending[msg_id] = _Reply(loop=loop)
-    fut.client, fut.msg_id = self, msg_id
+    fut.client, fut.msg_id, fut.seq = self, msg_id, next(self._filed)
     fut.timer = None if timeout is None else loop.call_later(timeout, self._expire, fut, timeout)
     return fut
 
@@ -291,7 +292,15 @@ def _untrack(self:ConKernelClient, tr:_Track, done:asyncio.Future):
     if tr.timer is not None: tr.timer.cancel()
     if tr.queue is not None: tr.queue.put_nowait(_END)
     if not tr.fut.done(): tr.fut.cancel()
+    if tr.answering is not None and not tr.answering.done(): self._stop_answering(tr, done)
     if not done.cancelled(): done.exception()  # marks it retrieved
+
+@patch
+def _stop_answering(self:ConKernelClient, tr:_Track, done:asyncio.Future):
+    "The caller gave up while its `on_input` was still answering: stop that, and get the kernel out of `input()`."
+    tr.answering.cancel()
+    abandoned = done.cancelled() or isinstance(done.exception(), TimeoutError)  # not a restart, death or stop: no kernel to free
+    if abandoned and self._state!='closed': self._background(self._interrupt_kernel())
 
 # %% ../nbs/00_core.ipynb #0deae644
 @patch
@@ -476,7 +485,9 @@ def _asked(self:ConKernelClient, msg:dict, inbox:_Inbox):
     "Answer an `input_request` through its request's handler; end it if its request was abandoned; else keep it for `get_stdin_msg`."
     mid = msg['parent_header'].get('msg_id')
     tr = self._tracks.get(mid)
-    if tr is not None and tr.on_stdin is not None: return self._background(self._answer(tr, msg))
+    if tr is not None and tr.on_stdin is not None:
+        tr.answering = self._background(self._answer(tr, msg))
+        return
     if mid in self._abandoned:  # nobody will ever answer: the kernel would wait in `input()` for good
         _log.warning('interrupting the kernel: it asks for input for request %s, which its caller abandoned', mid)
         return self._background(self._interrupt_kernel())
@@ -511,19 +522,38 @@ async def _route(self:ConKernelClient, name:str, handle): # channel name; `handl
 # %% ../nbs/00_core.ipynb #223179a8
 @patch
 def _same_kernel(self:ConKernelClient, msg:dict):
-    "Judge an iopub message from a kernel session other than the current one: False if an old kernel sent it, else adopt the new session."
+    "Judge an iopub message whose `session` is not the kernel's: False if an old kernel sent it; a new kernel starts a new generation."
     s = msg['header'].get('session')
+    if not s or not self._speaks_for_kernel(msg): return True  # no evidence either way
     if s in self._old_sessions: return False  # a late message from a kernel that has since been restarted
-    if self._kernel_session is not None: self._new_generation(KernelRestartedError('the kernel was restarted (its session changed)'))
+    if self._kernel_session is not None:
+        fut = self._request_future(msg['parent_header'].get('msg_id'))
+        # requests filed before the one the new kernel answers were sent to the old one; it and later ones reached the new one
+        self._new_generation(KernelRestartedError('the kernel was restarted (its session changed)'), None if fut is None else fut.seq)
     self._kernel_session = s
     return True
 
 @patch
-def _new_generation(self:ConKernelClient, exc:KernelRestartedError):
-    "The kernel was replaced: fail every request sent to the old one with `exc`, and ignore whatever the old one still sends."
+def _speaks_for_kernel(self:ConKernelClient, msg:dict):
+    "Whether `msg`'s `session` is the kernel's own: a welcome, or a message about one of this client's requests."
+    # some kernels stamp other messages with other sessions: akernel gives each unparented message a random one
+    return msg['msg_type']=='iopub_welcome' or msg['parent_header'].get('session')==self.session.session
+
+@patch
+def _request_future(self:ConKernelClient, msg_id:str|None):
+    "The reply future of pending request `msg_id`, filed or followed; None if there is none."
+    fut = self._pending.get(msg_id)
+    if fut is None and (tr := self._tracks.get(msg_id)) is not None: fut = tr.fut
+    return fut
+
+@patch
+def _new_generation(self:ConKernelClient, exc:KernelRestartedError, before:int|None=None): # the filing `seq` before which requests went to the old kernel; None: all
+    "The kernel was replaced: fail the requests sent to the old one with `exc`, and ignore whatever the old one still sends."
     if self._kernel_session is not None: self._old_sessions.add(self._kernel_session)
     self._kernel_session = None
-    self._fail_pending(exc)
+    if before is None: return self._fail_pending(exc)
+    for mid in [m for m in dict.fromkeys([*self._pending, *self._tracks]) if self._request_future(m).seq < before]:
+        self._fail_request(mid, copy.copy(exc))
 
 # %% ../nbs/00_core.ipynb #a4a18a4d
 _BATCH, _NOBLOCK = 256, int(zmq.NOBLOCK)  # a plain int: flag arithmetic on the enum is slow
@@ -652,9 +682,21 @@ async def _abort_input(self:ConKernelClient, tr:_Track, exc:Exception):
     self._unfile(fut)  # the kernel's reply must not resolve the caller's future; the track still owns it
     self._abandon(tr.msg_id)
     await self._interrupt_kernel()
-    try: await asyncio.wait_for(tr.idle.wait(), self.interrupt_grace)
-    except TimeoutError: pass
+    if not await _set_within(tr.idle, 1) and _interrupt_mode(self.parent)=='signal':
+        # a kernel deaf to the signal while in `input()` (ipymini) may still hear a message
+        try: self.interrupt(reply=False)
+        except Exception as e: _log.warning('could not interrupt the kernel: %r', e)
+    await _set_within(tr.idle, self.interrupt_grace)
     self._settle(tr, exc)
+
+async def _set_within(event:asyncio.Event, timeout:float):
+    "Whether `event` is set within `timeout` seconds."
+    try: return await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError: return False
+
+def _interrupt_mode(km):
+    "How manager `km`'s kernelspec says to interrupt the kernel ('signal' or 'message'); None without a manager."
+    return getattr(getattr(km, 'kernel_spec', None), 'interrupt_mode', None) if isinstance(km, KernelManager) else None
 
 @patch
 async def _interrupt_kernel(self:ConKernelClient):
@@ -726,7 +768,7 @@ def start_channels(self:ConKernelClient, timeout:float|None=60): # Seconds that 
 def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the registry, inboxes and routers of a client whose sockets just connected."
     self._pending,self._tracks,self._abandoned,self._tasks,self._answering,self._asking = {},{},{},[],set(),{}
-    self._kernel_session,self._old_sessions = None,set()
+    self._kernel_session,self._old_sessions,self._filed = None,set(),itertools.count()
     self.bad_messages,self._error,self._parser,self._loop,self._state = 0,None,_Decoder(self.session),loop,'starting'
     self._welcome = loop.create_future()
     self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
@@ -861,6 +903,7 @@ def stop_channels(self:ConKernelClient):
     "Fail every pending request with `ClientClosedError`, stop routing and close the channels; stopping again does nothing."
     was = self._state
     if was=='closed' and self._channels_stopped: return
+    if was!='closed' and self._may_ask_input(): self._free_kernel_on_leaving()
     self._close(ClientClosedError('the client was stopped (stop_channels)' if was!='new' else 'the client was stopped before it started'))
     self._channels_stopped = True
     if was=='new': return
@@ -878,6 +921,21 @@ async def astop_channels(self:ConKernelClient):
     tasks = [*self._tasks, *self._answering]
     self.stop_channels()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+@patch
+def _may_ask_input(self:ConKernelClient):
+    "Whether the kernel may be, or may soon be, waiting in `input()` for this client."
+    return bool(self._asking) or any(tr.on_stdin is not None for tr in self._tracks.values())
+
+_leaving = set()  # interrupts sent by stopped clients, referenced until they finish
+
+@patch
+def _free_kernel_on_leaving(self:ConKernelClient):
+    "Interrupt the kernel (through its manager) so that no `input()` waits for a client that is going away."
+    if not isinstance(self.parent, KernelManager) or _running_loop() is None: return
+    task = asyncio.ensure_future(ensure_async(self.parent.interrupt_kernel()))
+    _leaving.add(task)
+    task.add_done_callback(lambda t: (_leaving.discard(t), t.cancelled() or t.exception()))
 
 # %% ../nbs/00_core.ipynb #aa9a6552
 def _getter(name:str):

@@ -91,9 +91,10 @@ def garbage(self:TinyKernel, idents:list):
 @patch
 def ask(self:TinyKernel, idents:list, parent:dict):
     "Send an `input_request` to `idents` and return the `input_reply`'s content; None if SIGINT came first."
-    self.socks['stdin'].send_multipart(self.frames('input_request', dict(prompt='? ', password=False), parent, idents))
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try: parsed = self.parse(self.socks['stdin'].recv_multipart())
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # before asking: an interrupt may follow the request at once
+    try:
+        self.socks['stdin'].send_multipart(self.frames('input_request', dict(prompt='? ', password=False), parent, idents))
+        parsed = self.parse(self.socks['stdin'].recv_multipart())
     except KeyboardInterrupt: return None
     finally: signal.signal(signal.SIGINT, old)
     return parsed and parsed[2]

@@ -186,3 +186,28 @@ def test_stream_refuses_reply_and_outputs_options_clearly():
             with pytest.raises(TypeError, match='takes no reply or outputs'): await kc.stream('', outputs=True).__anext__()
             assert kc._tracks == {}
     run(main())
+
+def test_6_a_caller_that_gives_up_while_on_input_is_still_answering_frees_the_kernel():
+    "Found by the fuzz suite's design: the kernel asked, on_input hangs, the caller times out; the kernel must not stay in input()."
+    async def main():
+        async with kernel() as (km, kc):
+            async def hang(prompt, password): await asyncio.Event().wait()
+            with pytest.raises(TimeoutError): await kc.execute('x = input("?")', on_input=hang, reply=True, timeout=0.5)
+            await asyncio.sleep(0.5)  # the interrupted request fails, and stop_on_error aborts what was queued behind it meanwhile
+            await clean(kc)
+            assert not kc._answering
+    run(main())
+
+def test_a_client_stopped_while_its_request_may_ask_for_input_does_not_strand_the_kernel():
+    "Found by the fuzz suite: the kernel would ask the stopped client's socket for input, and wait for good."
+    async def main():
+        async with kernel(clients=0) as (km,):
+            kc = await km.client().start_channels()
+            def refuse(prompt, password): raise PermissionError('no')
+            kc.execute('import time; time.sleep(0.6); print(input("?"))', on_input=refuse, outputs=True, timeout=0.05)
+            await asyncio.sleep(0)
+            kc.stop_channels()
+            other = await asyncio.wait_for(km.client().start_channels(), 30)  # its kernel_info must not queue behind an input() for good
+            await clean(other)
+            await other.astop_channels()
+    run(main())

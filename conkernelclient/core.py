@@ -7,7 +7,7 @@ __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'Star
            'ConChannel', 'Result', 'nb_outputs', 'ConKernelClient', 'ConKernelManager']
 
 # %% ../nbs/00_core.ipynb #08d2c3b2
-import asyncio, contextvars, copy, getpass, inspect, itertools, logging, math, numbers, queue, time, weakref
+import asyncio, contextvars, copy, getpass, inspect, itertools, logging, math, numbers, queue, threading, time, weakref
 from datetime import datetime
 from hmac import compare_digest
 from collections import deque
@@ -147,7 +147,7 @@ class _Track:
     def __init__(self, msg_id:str, fut:asyncio.Future, on_stdin=None):
         self.msg_id,self.fut,self.on_stdin,self.msgs,self.reply,self.queue,self.timer = msg_id,fut,on_stdin,[],None,None,None
         self.answering = None  # the task answering its current `input_request`, if any
-        self.done,self.idle = asyncio.get_running_loop().create_future(),asyncio.Event()
+        self.done,self.idle = fut.get_loop().create_future(),asyncio.Event()
 
     def add(self, msg:dict):
         "Record an iopub message; True once the request is complete."
@@ -173,9 +173,10 @@ class ConKernelClient(AsyncKernelClient):
     iopub_inbox_size = Integer(1000, help="iopub messages kept for `get_iopub_msg`; past it the oldest are dropped").tag(config=True)
     watch_interval = Float(0.2, help="Seconds between checks that the kernel is still alive").tag(config=True)
     interrupt_grace = Float(10, help="Seconds a request interrupted for a failed `on_input` may take to finish").tag(config=True)
-    _state,_loop,_heard = 'new',None,None  # lifecycle: new -> starting -> ready -> closed, on one event loop
+    probe_interval = Float(1, help="Seconds of silence after which a client without a manager asks the kernel (on control) who it is").tag(config=True)
+    _state,_loop,_heard,_probe = 'new',None,None,None  # lifecycle: new -> starting -> ready -> closed, on one event loop
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
-    _tasks,_inboxes,_pending,_tracks,_answering,_asking,_channels_stopped = (),{},{},{},(),{},False
+    _tasks,_inboxes,_pending,_tracks,_answering,_asking,_may_ask,_channels_stopped = (),{},{},{},(),{},frozenset(),False
 
 # %% ../nbs/00_core.ipynb #7caa3ae8
 def _running_loop():
@@ -191,9 +192,12 @@ def _check_open(self:ConKernelClient):
 
 @patch
 def _check_loop(self:ConKernelClient):
-    "Raise `ClientLoopError` unless called from the event loop the client was started on."
-    if _running_loop() is not self._loop:
-        raise ClientLoopError('this client belongs to the event loop that started it: call it from there, or start a new client '
+    "Raise `ClientLoopError` unless called from the event loop the client was started on (or its thread, between the loop's runs)."
+    loop = _running_loop()
+    if loop is self._loop: return
+    # sync code between runs of the owner loop, in its thread: nbclient's and papermill's sync API send this way
+    if loop is None and threading.get_ident()==self._thread and not self._loop.is_closed(): return
+    raise ClientLoopError('this client belongs to the event loop that started it: call it from there, or start a new client '
                               'in this loop (asyncio objects cannot be shared between loops)')
 
 def _check_timeout(timeout):
@@ -224,7 +228,7 @@ class _Reply(asyncio.Future):
 def _file(self:ConKernelClient, msg_id:str, timeout:float|None):
     "File a future for the reply to `msg_id`, failed with `TimeoutError` after `timeout` seconds."
     if msg_id in self._pending or msg_id in self._tracks: raise ValueError(f'a request with msg_id {msg_id!r} is already pending')
-    loop = asyncio.get_running_loop()
+    loop = self._loop
     fut = self._pending[msg_id] = _Reply(loop=loop)
     fut.client, fut.msg_id, fut.seq = self, msg_id, next(self._filed)
     fut.timer = None if timeout is None else loop.call_later(timeout, self._expire, fut, timeout)
@@ -261,7 +265,7 @@ def _abandon(self:ConKernelClient, msg_id:str):
 def _track(self:ConKernelClient, msg_id:str, fut:asyncio.Future, timeout:float|None, on_stdin=None):
     "Follow request `msg_id` beyond its reply `fut`: its iopub messages, its stdin, its idle status."
     tr = self._tracks[msg_id] = _Track(msg_id, fut, on_stdin)
-    deadline = None if timeout is None else asyncio.get_running_loop().time()+timeout
+    deadline = None if timeout is None else self._loop.time()+timeout
     fut.add_done_callback(partial(self._replied, tr, deadline))
     tr.done.add_done_callback(partial(self._untrack, tr))
     return tr
@@ -324,6 +328,7 @@ def _request(self:ConKernelClient,
         msg['header']['msg_id'] = msg['msg_id'] = _check_str(msg_id, 'msg_id')
     if subshell_id is not None: msg['header']['subshell_id'] = _check_str(subshell_id, 'subshell_id')
     mid,tracked = msg['msg_id'],outputs or on_stdin is not None
+    if on_stdin is not None or content.get('allow_stdin'): self._may_ask.add(mid)  # until it replies, it may ask for input
     fut = self._file(mid, timeout) if reply or tracked else None
     tr = self._track(mid, fut, timeout, on_stdin) if tracked else None
     try: getattr(self, f'{channel}_channel').send(msg)
@@ -463,8 +468,11 @@ async def _follow(self:ConKernelClient, msg_id:str, done:asyncio.Future):
 @patch
 def _deliver(self:ConKernelClient, msg:dict, inbox:_Inbox):
     "Hand a reply to the future waiting for it; keep it in `inbox` if nobody ever asked for it."
+    if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return  # an old kernel's late reply
     mid = msg['parent_header'].get('msg_id')
-    if self._asking: self._asking.pop(mid, None)  # a request that replied no longer waits for input
+    if self._may_ask:  # a request that replied no longer asks for input
+        self._may_ask.discard(mid)
+        self._asking.pop(mid, None)
     fut = self._pending.pop(mid, None)
     if fut is not None:
         if fut.timer is not None: fut.timer.cancel()
@@ -524,20 +532,28 @@ async def _route(self:ConKernelClient, name:str, handle): # channel name; `handl
 def _same_kernel(self:ConKernelClient, msg:dict):
     "Judge an iopub message whose `session` is not the kernel's: False if an old kernel sent it; a new kernel starts a new generation."
     s = msg['header'].get('session')
-    if not s or not self._speaks_for_kernel(msg): return True  # no evidence either way
+    if not s or s==self._kernel_session: return True
     if s in self._old_sessions: return False  # a late message from a kernel that has since been restarted
+    if msg['msg_type']=='iopub_welcome' or _starting(msg):  # a new kernel announces itself
+        if self._kernel_session is not None: self._fence(KernelRestartedError('the kernel was restarted (a new kernel announced itself)'))
+        if msg['msg_type']=='iopub_welcome': self._kernel_session = s  # a `starting` status does not vouch for its session
+        return True
+    if not self._speaks_for_kernel(msg): return True  # no evidence either way
     if self._kernel_session is not None:
-        fut = self._request_future(msg['parent_header'].get('msg_id'))
         # requests filed before the one the new kernel answers were sent to the old one; it and later ones reached the new one
-        self._new_generation(KernelRestartedError('the kernel was restarted (its session changed)'), None if fut is None else fut.seq)
+        self._new_generation(KernelRestartedError('the kernel was restarted (its session changed)'), self._request_future(msg['parent_header'].get('msg_id')))
     self._kernel_session = s
     return True
 
+def _starting(msg:dict):
+    "Whether `msg` is the `starting` status a kernel publishes once, when its process starts."
+    return msg['msg_type']=='status' and msg['content'].get('execution_state')=='starting'
+
 @patch
 def _speaks_for_kernel(self:ConKernelClient, msg:dict):
-    "Whether `msg`'s `session` is the kernel's own: a welcome, or a message about one of this client's requests."
-    # some kernels stamp other messages with other sessions: akernel gives each unparented message a random one
-    return msg['msg_type']=='iopub_welcome' or msg['parent_header'].get('session')==self.session.session
+    "Whether `msg`'s `session` is the kernel's own: a message about one of this client's requests."
+    # other messages may carry other sessions: akernel gives each unparented message a random one
+    return msg['parent_header'].get('session')==self.session.session
 
 @patch
 def _request_future(self:ConKernelClient, msg_id:str|None):
@@ -547,13 +563,33 @@ def _request_future(self:ConKernelClient, msg_id:str|None):
     return fut
 
 @patch
-def _new_generation(self:ConKernelClient, exc:KernelRestartedError, before:int|None=None): # the filing `seq` before which requests went to the old kernel; None: all
+def _new_generation(self:ConKernelClient, exc:KernelRestartedError, since:asyncio.Future|None=None): # the first request the new kernel got; None: all went to the old one
     "The kernel was replaced: fail the requests sent to the old one with `exc`, and ignore whatever the old one still sends."
+    self._retire()
+    self._fail_before(None if since is None else since.seq, exc)
+
+@patch
+def _retire(self:ConKernelClient):
+    "Forget the kernel's session: whatever that kernel still sends is dropped, and it will ask for no more input."
     if self._kernel_session is not None: self._old_sessions.add(self._kernel_session)
     self._kernel_session = None
-    if before is None: return self._fail_pending(exc)
-    for mid in [m for m in dict.fromkeys([*self._pending, *self._tracks]) if self._request_future(m).seq < before]:
+    self._may_ask.clear()
+
+@patch
+def _fail_before(self:ConKernelClient, seq:int|None, exc:BaseException):
+    "Fail with `exc` every pending request filed before `seq` (every one, if None)."
+    if seq is None: return self._fail_pending(exc)
+    for mid in [m for m in dict.fromkeys([*self._pending, *self._tracks]) if self._request_future(m).seq < seq]:
         self._fail_request(mid, copy.copy(exc))
+
+@patch
+def _fence(self:ConKernelClient, exc:KernelRestartedError):
+    "A new kernel announced itself, at some point after it began to take requests: fence them with a question of our own."
+    # the shell answers in order, so a request filed before the fence and unanswered when the fence is, went to the old kernel
+    self._retire()
+    try: fence = self.kernel_info(reply=True, timeout=60)
+    except Exception: return self._fail_pending(exc)
+    fence.add_done_callback(lambda f: self._fail_before(f.seq, exc))
 
 # %% ../nbs/00_core.ipynb #a4a18a4d
 _BATCH, _NOBLOCK = 256, int(zmq.NOBLOCK)  # a plain int: flag arithmetic on the enum is slow
@@ -767,9 +803,10 @@ def start_channels(self:ConKernelClient, timeout:float|None=60): # Seconds that 
 @patch
 def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the registry, inboxes and routers of a client whose sockets just connected."
-    self._pending,self._tracks,self._abandoned,self._tasks,self._answering,self._asking = {},{},{},[],set(),{}
+    self._pending,self._tracks,self._abandoned,self._tasks,self._answering,self._asking,self._may_ask = {},{},{},[],set(),{},set()
     self._kernel_session,self._old_sessions,self._filed = None,set(),itertools.count()
     self.bad_messages,self._error,self._parser,self._loop,self._state = 0,None,_Decoder(self.session),loop,'starting'
+    self._thread = threading.get_ident()
     self._welcome = loop.create_future()
     self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
     handlers = dict(shell=self._deliver, control=self._deliver, iopub=self._published, stdin=self._asked)
@@ -876,8 +913,16 @@ async def _stdin_ready(self:ConKernelClient, timeout:float):
 @patch
 async def _watch(self:ConKernelClient):
     "Poll the kernel's life; once it is dead, fail everything pending with `DeadKernelError`."
-    while await self._kernel_alive(): await asyncio.sleep(self.watch_interval)
+    while await self._kernel_alive():
+        await asyncio.sleep(self.watch_interval)
+        if self._should_probe(): self._probe = self.control_request('kernel_info_request', timeout=10*self.probe_interval)
     self._close(DeadKernelError('the kernel died'))
+
+@patch
+def _should_probe(self:ConKernelClient):
+    "Whether an attached client with requests pending has heard nothing for `probe_interval` seconds (and is not probing already)."
+    if isinstance(self.parent, KernelManager) or self._state!='ready' or not (self._pending or self._tracks): return False
+    return (self._probe is None or self._probe.done()) and self._loop.time()-(self._heard or 0) > self.probe_interval
 
 @patch
 async def _kernel_alive(self:ConKernelClient):
@@ -924,8 +969,8 @@ async def astop_channels(self:ConKernelClient):
 
 @patch
 def _may_ask_input(self:ConKernelClient):
-    "Whether the kernel may be, or may soon be, waiting in `input()` for this client."
-    return bool(self._asking) or any(tr.on_stdin is not None for tr in self._tracks.values())
+    "Whether the kernel may be, or may soon be, waiting in `input()` for this client: a request that allowed stdin has not replied."
+    return bool(self._may_ask)
 
 _leaving = set()  # interrupts sent by stopped clients, referenced until they finish
 
@@ -942,7 +987,8 @@ def _getter(name:str):
     "A `get_{name}_msg` method reading the `name` channel's inbox."
     async def _f(self:ConKernelClient, timeout:float|None=None): # Seconds before `queue.Empty`
         if self._loop is not None: self._check_loop()
-        return await getattr(self, f'{name}_channel').get_msg(timeout)
+        _check_timeout(timeout)
+        return await getattr(self, f'{name}_channel')._box().get(timeout)
     _f.__name__,_f.__doc__ = f'get_{name}_msg', f"The oldest {name} message nobody awaited; `queue.Empty` after `timeout` seconds."
     return _f
 
@@ -971,9 +1017,13 @@ def _box(self:ConChannel):
 
 @patch
 async def get_msg(self:ConChannel, timeout:float|None=None): # Seconds before `queue.Empty`; None waits as long as the client lives
-    "The oldest message on this channel that no request is routed for."
+    "The oldest message on this channel that no request is routed for; `queue.Empty` if none comes within `timeout`."
     _check_timeout(timeout)
-    return await self._box().get(timeout)
+    try: return await self._box().get(timeout)
+    except DeadKernelError:
+        # a dead kernel will send nothing more: say so at once, in jupyter_client's terms, so callers reach their own liveness check
+        if timeout is None: raise
+        raise queue.Empty from None
 
 @patch
 async def get_msgs(self:ConChannel):
@@ -1065,3 +1115,10 @@ async def restart_kernel(self:ConKernelManager, now:bool=False, newports:bool=Fa
             if kc._state in ('starting', 'ready'): kc._new_generation(KernelRestartedError('the kernel was restarted'))
         await super(ConKernelManager, self).restart_kernel(now=now, newports=newports, **kw)
     finally: self.restarting = False
+    await asyncio.gather(*[kc._rejoin() for kc in list(self._clients) if kc._state in ('starting', 'ready') and kc._loop is _running_loop()])
+
+@patch
+async def _rejoin(self:ConKernelClient, timeout:float=30):
+    "After a restart, wait until the new kernel answers and iopub delivers: a subscription that just reconnected loses messages."
+    try: await self.wait_for_ready(timeout)
+    except Exception as e: _log.warning('a client did not get ready again after the restart: %r', e)

@@ -142,3 +142,18 @@ def test_failed_on_input_interrupts_as_the_kernelspec_says():
             assert secs < kc.interrupt_grace  # it failed once the kernel finished the request, not when the grace ran out
             print(f'\nsignal-mode kernel: the request failed {secs:.2f} s after a refused input')
     run(main())
+
+def test_nbclient_sees_kernel_death_as_its_own_dead_kernel_error_sooner():
+    "nbclient catches its own DeadKernelError: a dead client's channel says Empty at once, and nbclient's liveness check does the rest."
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError as NbDead
+    from jupyter_client import AsyncKernelManager
+    async def main(cls):
+        cells = [nbformat.v4.new_code_cell('print(1)'), nbformat.v4.new_code_cell('import os, signal, time; time.sleep(0.2); os.kill(os.getpid(), signal.SIGKILL)')]
+        nb = nbformat.v4.new_notebook(cells=cells)
+        t0 = time.monotonic()
+        with pytest.raises(NbDead): await NotebookClient(nb, kernel_manager_class=cls, timeout=60).async_execute()
+        return time.monotonic()-t0
+    ours, vanilla = run(main(ConKernelManager)), run(main(AsyncKernelManager))
+    print(f'\nnbclient, kernel killed in a cell: DeadKernelError after {ours:.2f} s (ConKernelManager) vs {vanilla:.2f} s (AsyncKernelManager)')

@@ -211,3 +211,16 @@ def test_a_client_stopped_while_its_request_may_ask_for_input_does_not_strand_th
             await clean(other)
             await other.astop_channels()
     run(main())
+
+def test_5_requests_an_attached_client_sends_to_the_new_kernel_are_not_failed_as_old():
+    "The new kernel may announce itself after it has taken new requests: the client fences instead of failing them all."
+    async def main():
+        async with kernel() as (km, kc):
+            att = ConKernelClient(connection_file=km.connection_file); att.load_connection_file()
+            await att.start_channels()
+            for _ in range(3):
+                await km.restart_kernel(now=True)
+                r = await att.execute('1', reply=True, timeout=20)  # sent before the new kernel's welcome reached us, or after
+                assert r['content']['status'] == 'ok'
+            await att.astop_channels()
+    run(main())

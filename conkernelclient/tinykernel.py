@@ -93,8 +93,11 @@ def ask(self:TinyKernel, idents:list, parent:dict):
     "Send an `input_request` to `idents` and return the `input_reply`'s content; None if SIGINT came first."
     old = signal.signal(signal.SIGINT, signal.default_int_handler)  # before asking: an interrupt may follow the request at once
     try:
-        self.socks['stdin'].send_multipart(self.frames('input_request', dict(prompt='? ', password=False), parent, idents))
-        parsed = self.parse(self.socks['stdin'].recv_multipart())
+        sock = self.socks['stdin']
+        sock.send_multipart(self.frames('input_request', dict(prompt='? ', password=False), parent, idents))
+        # wait in short polls: a SIGINT that lands on another thread cannot break a blocking receive, only a pause for Python
+        while not sock.poll(50): pass
+        parsed = self.parse(sock.recv_multipart())
     except KeyboardInterrupt: return None
     finally: signal.signal(signal.SIGINT, old)
     return parsed and parsed[2]

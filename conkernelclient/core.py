@@ -7,7 +7,7 @@ __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'Star
            'ConChannel', 'Result', 'nb_outputs', 'ConKernelClient', 'ConKernelManager']
 
 # %% ../nbs/00_core.ipynb #08d2c3b2
-import asyncio, contextvars, copy, getpass, inspect, itertools, logging, math, numbers, queue, threading, time, weakref
+import asyncio, contextvars, copy, errno, getpass, inspect, itertools, logging, math, numbers, os, queue, threading, time, weakref
 from datetime import datetime
 from hmac import compare_digest
 from collections import deque
@@ -24,6 +24,8 @@ from dateutil.tz import tzoffset, tzutc
 from jupyter_client.session import Session, new_id
 from jupyter_core.utils import ensure_async
 from nbformat.v4 import output_from_msg
+try: import resource
+except ImportError: resource = None  # Windows: no file-descriptor limit to check
 from traitlets import Bool, DottedObjectName, Float, Instance, Integer, Type, default
 
 # %% ../nbs/00_core.ipynb #bfa19425
@@ -796,9 +798,25 @@ def start_channels(self:ConKernelClient, timeout:float|None=60): # Seconds that 
     if self._state!='new': raise RuntimeError('start_channels was already called on this client')
     if (loop := _running_loop()) is None: raise ClientLoopError('start_channels needs a running event loop: call it from async code')
     _check_timeout(timeout)
+    _check_fd_room()
     super(ConKernelClient, self).start_channels()
     self._open(loop)
     return _Starting(self, timeout)
+
+_FDS_PER_CLIENT = 24  # measured: a started client holds 18-19 (five ZMQ sockets, their connections, the heartbeat)
+
+def _check_fd_room():
+    "Raise `OSError(EMFILE)` now if this process cannot open the files a client needs: ZMQ would retry in silence instead."
+    if resource is None: return
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY: return
+    for d in ('/proc/self/fd', '/dev/fd'):
+        try: used = len(os.listdir(d))
+        except OSError: continue
+        if soft-used < _FDS_PER_CLIENT:
+            raise OSError(errno.EMFILE, f'too many open files: a client needs about {_FDS_PER_CLIENT} file descriptors, and {used} of '
+                          f'this process\'s limit of {soft} are open; raise the limit (ulimit -n) or stop some clients')
+        return
 
 @patch
 def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):

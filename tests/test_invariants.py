@@ -224,3 +224,29 @@ def test_5_requests_an_attached_client_sends_to_the_new_kernel_are_not_failed_as
                 assert r['content']['status'] == 'ok'
             await att.astop_channels()
     run(main())
+
+def test_running_out_of_file_descriptors_fails_at_once_not_by_a_silent_timeout(tmp_path):
+    "In a child process (the limit is process-wide), start tiny kernels and clients until the descriptors run out."
+    script = tmp_path/'fds.py'
+    script.write_text('''
+import asyncio, resource, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+from jupyter_client.session import Session
+from conkernelclient.tinykernel import tiny_manager
+async def main():
+    kms, kcs = [], []
+    try:
+        for i in range(60):
+            km = tiny_manager(session=Session(key=b'k')); await km.start_kernel(); kms.append(km)
+            t0 = time.monotonic()
+            try: kcs.append(await km.client().start_channels(timeout=20))
+            except OSError as e: return print('refused', i, round(time.monotonic()-t0, 2), e)
+    finally:
+        for kc in kcs: await kc.astop_channels()
+        for km in kms: await km.shutdown_kernel(now=True)
+asyncio.run(main())
+''')
+    import subprocess, sys
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=110)
+    assert p.stdout.startswith('refused') and 'too many open files' in p.stdout and 'ulimit' in p.stdout, (p.stdout, p.stderr[-2000:])
+    assert float(p.stdout.split()[2]) < 1  # at once, not after the start-up timeout

@@ -15,7 +15,9 @@ def load(path):
     suite = root if root.tag == 'testsuite' else root.find('testsuite')
     out = {}
     for tc in suite.iter('testcase'):
-        nid = f"{tc.get('classname','').replace('.', '/')}::{tc.get('name')}"
+        parts = tc.get('classname', '').split('.')
+        i = next((i for i, x in enumerate(parts) if x[:1].isupper()), len(parts))  # module path, then classes
+        nid = '::'.join(['/'.join(parts[:i])+'.py', *parts[i:], tc.get('name')])
         fail, err, skip = tc.find('failure'), tc.find('error'), tc.find('skipped')
         bad = fail if fail is not None else err
         status = 'failed' if fail is not None else 'error' if err is not None else 'skipped' if skip is not None else 'passed'
@@ -51,6 +53,9 @@ def main(base_xml, swap_xml):
     for n in both:
         detail(n, base)
         if n in swap: print(f'      swapped: {swap[n][0]}')
+    used_ok = [n for n in swap if swap[n][0] == 'passed' and any(k == 'ckc_swapped' for k, _ in swap[n][2])]
+    print(f'\npass swapped and used ConKernelManager ({len(used_ok)}):')
+    for n in used_ok: print(f'  {n}')
     if fixed:
         print(f'\nfail on baseline, pass swapped ({len(fixed)}):')
         for n in fixed: print(f'  {n}')

@@ -10,8 +10,9 @@ terminal summary counts them (the other tests never touched ConKernelManager: th
 
 Hangs: one second before `--timeout` kills a test, the stacks of every pending asyncio task in the running
 loops are taken (pytest-timeout alone shows only the loop's `select`). They are attached to the failure as the
-section "asyncio tasks before timeout", and the innermost nbclient frame -> innermost frame of the stuck task
-becomes the junit property `ckc_stuck`, which `compare.py` prints. `CKC_TASKDUMP=0` turns this off;
+section "asyncio tasks before timeout", and the innermost nbclient frame -> innermost frame of each stuck task
+that the test itself started (tasks left pending by earlier hung tests are marked, not counted) becomes the junit
+property `ckc_stuck`, which `compare.py` prints. `CKC_TASKDUMP=0` turns this off;
 `CKC_TASKDUMP=N` takes the stacks after N seconds instead.
 
 Re-alarm: pytest-timeout's signal method raises `Failed` once, in whatever the main thread runs. When that is an
@@ -28,7 +29,7 @@ Exit: a hung test can leave non-daemon threads (nbclient's test_parallel_noteboo
 for 2 s only); the interpreter would wait for them forever after the run. After `pytest_unconfigure`, if such
 threads are still alive 5 s later, the process exits with pytest's status via `os._exit`.
 """
-import asyncio, gc, linecache, os, signal, threading, time
+import asyncio, gc, linecache, os, signal, threading, time, weakref
 from pathlib import Path
 import pytest
 
@@ -92,25 +93,36 @@ def _where(f) -> str:
     parts = f.f_code.co_filename.split(os.sep)
     return f'{"/".join(parts[-2:])}:{f.f_lineno} {f.f_code.co_name}'
 
-def _dump_tasks():
+def _loops(running_only:bool):
+    return [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)
+            and (o.is_running() if running_only else not o.is_closed())]
+
+def _pending_tasks(loop):
+    try: return list(asyncio.all_tasks(loop))
+    except RuntimeError: return []  # the set changed under us
+
+def _old_tasks():
+    "The tasks pending before a test's call: left over from earlier (hung) tests, since run_sync reuses its loop."
+    return weakref.WeakSet(t for loop in _loops(False) for t in _pending_tasks(loop))
+
+def _dump_tasks(old=()):
     "(text, stuck): stacks of all pending tasks in every running loop, read from another thread (diagnostics only)."
     out, stuck = [], []
-    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
-    for loop in loops:
-        try: tasks = list(asyncio.all_tasks(loop))
-        except RuntimeError: continue  # the set changed under us
+    for loop in _loops(True):
+        tasks = _pending_tasks(loop)
         out.append(f'== {loop!r}: {len(tasks)} pending tasks')
         for t in tasks:
             try:
                 frames = list(_coro_frames(t.get_coro()))
-                out.append(repr(t))
+                left = t in old
+                out.append(repr(t) + ('  [left over from an earlier test]' if left else ''))
                 for f in frames:
                     co = f.f_code
                     out.append(f'  File "{co.co_filename}", line {f.f_lineno}, in {co.co_name}')
                     src = linecache.getline(co.co_filename, f.f_lineno).strip()
                     if src: out.append(f'    {src}')
                 nb = [f for f in frames if f'{os.sep}nbclient{os.sep}' in f.f_code.co_filename]
-                if nb: stuck.append(f'{_where(nb[-1])} -> {_where(frames[-1])}')
+                if nb and not left: stuck.append(f'{_where(nb[-1])} -> {_where(frames[-1])}')
             except Exception as e: out.append(f'{t!r}: {e!r}')
     return '\n'.join(out or ['no running asyncio loop'])+'\n', stuck
 
@@ -173,7 +185,8 @@ def _call(item):
     after, timeout = _dump_after(item), _timeout(item)
     done, timers = threading.Event(), []
     if after:
-        timers.append(threading.Timer(after, lambda: setattr(item, '_ckc_taskdump', _dump_tasks())))
+        old = _old_tasks()
+        timers.append(threading.Timer(after, lambda: setattr(item, '_ckc_taskdump', _dump_tasks(old))))
     if timeout and hasattr(signal, 'pthread_kill') and item.config.getoption('timeout_method', None) != 'thread':
         timers.append(threading.Thread(target=_realarm, args=(item, time.monotonic()+timeout, done)))
     for t in timers:

@@ -207,8 +207,8 @@ def _check_timeout(timeout):
     if timeout is None: return
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f'timeout must be a number of seconds or None, not {timeout!r}')
-    try: ok = math.isfinite(timeout) and timeout >= 0 and math.isfinite(float(timeout))
-    except OverflowError: ok = False
+    try: ok = timeout >= 0 and math.isfinite(float(timeout))
+    except OverflowError: ok = False  # an int too large for a float
     if not ok: raise ValueError(f'timeout must be a finite number of seconds >= 0 (or None), not {timeout!r}')
 
 def _check_str(val, name:str):
@@ -857,10 +857,12 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
     self._check_open()
     _check_timeout(timeout)
     try: await self._handshake(time.monotonic() + (float('inf') if timeout is None else timeout), timeout)
-    except asyncio.CancelledError:
-        # stopping the client closes the sockets the handshake waits on; that is a stopped client, not a cancelled caller
+    except (Exception, asyncio.CancelledError):
+        # stopping the client closes the sockets the handshake waits on: that is a stopped client, whatever step noticed it
+        # (a bare CancelledError, an AttributeError on a socket gone); only a cancel of the caller itself stays a cancel
         if self._state=='closed' and not asyncio.current_task().cancelling(): raise copy.copy(self._error) from None
         raise
+    self._check_open()  # stopped meanwhile: a start never hands out a closed client
     if self._state=='starting': self._state = 'ready'
 
 @patch

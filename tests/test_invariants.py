@@ -166,6 +166,14 @@ def test_12_stopping_during_start_raises_client_closed_not_cancelled():
                 try: await asyncio.wait_for(starting, 30); outcomes.add('ready')
                 except ClientClosedError: outcomes.add('closed')
             assert 'closed' in outcomes  # CancelledError or anything else would have escaped above
+            for step in ('_stdin_ready', '_heartbeat_started'):  # and exactly in each of the last steps, which wait on sockets
+                kc = km.client()
+                last = getattr(kc, step)
+                async def stop_then(*args, last=last, kc=kc):
+                    kc.stop_channels()  # as if another task stopped the client just as this step began
+                    return await last(*args)
+                setattr(kc, step, stop_then)
+                with pytest.raises(ClientClosedError): await asyncio.wait_for(_ready(kc), 30)
     run(main())
 
 async def _ready(kc): return await kc.start_channels()

@@ -17,8 +17,8 @@ property `ckc_stuck`, which `compare.py` prints. `CKC_TASKDUMP=0` turns this off
 
 Re-alarm: pytest-timeout's signal method raises `Failed` once, in whatever the main thread runs. When that is an
 asyncio callback, the loop logs and swallows it, and a test waiting forever hangs the whole run. So while a test
-outlives its timeout by 5 s or more, SIGALRM is sent again every 5 s (only while pytest-timeout's handler is
-installed), which lands in the loop's `select` sooner or later. Each resend is noted in the test's report.
+outlives its timeout by 5 s or more, SIGALRM is sent again every 5 s (only while a handler is
+installed: pytest-timeout's or this plugin's), which lands in the loop's `select` sooner or later. Each resend is noted.
 
 Unguarded phases: pytest-timeout arms one timer for setup+call+teardown and cancels it on the first failure
 (`pytest_exception_interact`), so teardown after a failure, and every rerun that `@pytest.mark.flaky` makes

@@ -178,7 +178,7 @@ class ConKernelClient(AsyncKernelClient):
     probe_interval = Float(1, help="Seconds of silence after which a client without a manager asks the kernel (on control) who it is").tag(config=True)
     _state,_loop,_heard,_probe = 'new',None,None,None  # lifecycle: new -> starting -> ready -> closed, on one event loop
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
-    _tasks,_inboxes,_pending,_tracks,_answering,_asking,_may_ask,_channels_stopped = (),{},{},{},(),{},frozenset(),False
+    _tasks,_inboxes,_pending,_tracks,_side_tasks,_asking,_may_ask,_channels_stopped = (),{},{},{},(),{},frozenset(),False
 
 # %% ../nbs/00_core.ipynb #7caa3ae8
 def _running_loop():
@@ -508,8 +508,8 @@ def _asked(self:ConKernelClient, msg:dict, inbox:_Inbox):
 def _background(self:ConKernelClient, coro):
     "Run `coro` as a task of this client that stopping cancels."
     task = asyncio.ensure_future(coro)
-    self._answering.add(task)
-    task.add_done_callback(self._answering.discard)
+    self._side_tasks.add(task)
+    task.add_done_callback(self._side_tasks.discard)
     return task
 
 @patch
@@ -716,14 +716,11 @@ def _input_reply(self:ConKernelClient, req:dict, value:str):
 @patch
 async def _abort_input(self:ConKernelClient, tr:_Track, exc:Exception):
     "Interrupt the kernel blocked in `tr`'s `input()`; once it has finished the request, fail it with `exc`."
-    fut = tr.fut
-    self._unfile(fut)  # the kernel's reply must not resolve the caller's future; the track still owns it
+    self._unfile(tr.fut)  # the kernel's reply must not resolve the caller's future; the track still owns it
     self._abandon(tr.msg_id)
     await self._interrupt_kernel()
     if not await _set_within(tr.idle, 1) and _interrupt_mode(self.parent)=='signal':
-        # a kernel deaf to the signal while in `input()` (ipymini) may still hear a message
-        try: self.interrupt(reply=False)
-        except Exception as e: _log.warning('could not interrupt the kernel: %r', e)
+        await self._interrupt_kernel(message=True)  # a kernel deaf to the signal while in `input()` (ipymini) may still hear a message
     await _set_within(tr.idle, self.interrupt_grace)
     self._settle(tr, exc)
 
@@ -737,10 +734,10 @@ def _interrupt_mode(km):
     return getattr(getattr(km, 'kernel_spec', None), 'interrupt_mode', None) if isinstance(km, KernelManager) else None
 
 @patch
-async def _interrupt_kernel(self:ConKernelClient):
+async def _interrupt_kernel(self:ConKernelClient, message:bool=False): # send an `interrupt_request` whatever the kernelspec says
     "Interrupt the kernel the way its kernelspec asks (signal or message) when a manager owns it, else with an `interrupt_request`."
     try:
-        if isinstance(self.parent, KernelManager): await ensure_async(self.parent.interrupt_kernel())
+        if isinstance(self.parent, KernelManager) and not message: await ensure_async(self.parent.interrupt_kernel())
         else: self.interrupt(reply=False)
     except Exception as e: _log.warning('could not interrupt the kernel: %r', e)
 
@@ -765,7 +762,7 @@ def _close(self:ConKernelClient, exc:BaseException):
     self._state,self._error = 'closed',exc
     self._fail_pending(exc)
     for inbox in self._inboxes.values(): inbox.close(exc)
-    for t in [*self._tasks, *self._answering]: t.cancel()
+    for t in [*self._tasks, *self._side_tasks]: t.cancel()
 
 @patch
 def _task_done(self:ConKernelClient, task:asyncio.Task):
@@ -821,7 +818,7 @@ def _check_fd_room():
 @patch
 def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the registry, inboxes and routers of a client whose sockets just connected."
-    self._pending,self._tracks,self._abandoned,self._tasks,self._answering,self._asking,self._may_ask = {},{},{},[],set(),{},set()
+    self._pending,self._tracks,self._abandoned,self._tasks,self._side_tasks,self._asking,self._may_ask = {},{},{},[],set(),{},set()
     self._kernel_session,self._old_sessions,self._filed = None,set(),itertools.count()
     self.bad_messages,self._error,self._parser,self._loop,self._state = 0,None,_Decoder(self.session),loop,'starting'
     self._thread = threading.get_ident()
@@ -983,7 +980,7 @@ def _wait_hb_running(hb, timeout:float=5):
 @patch
 async def astop_channels(self:ConKernelClient):
     "`stop_channels`, then wait until the client's background tasks have ended."
-    tasks = [*self._tasks, *self._answering]
+    tasks = [*self._tasks, *self._side_tasks]
     self.stop_channels()
     await asyncio.gather(*tasks, return_exceptions=True)
 

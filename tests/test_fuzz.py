@@ -204,7 +204,7 @@ class KernelClientMachine(RuleBasedStateMachine):
                 if r['content']['status'] == 'ok': break
                 self.step(0.3)
             assert r['content']['status'] == 'ok', r['content']
-            assert self.kc._pending == {} and self.kc._tracks == {} and not self.kc._answering
+            assert self.kc._pending == {} and self.kc._tracks == {} and not self.kc._side_tasks
             self.run(self.close_all())
             assert not [t for t in asyncio.all_tasks(self.loop)], asyncio.all_tasks(self.loop)
             assert not self.loop_errors, self.loop_errors
@@ -217,7 +217,7 @@ class KernelClientMachine(RuleBasedStateMachine):
         "The client's state, and the kernel's Python stacks if py-spy can take them: what a failure report needs."
         kc, pid = self.kc, self.km.provisioner.process.pid
         state = dict(alive=self.run(self.km.is_alive()), client=kc._state, tracks=list(kc._tracks), asking=list(kc._asking),
-                     stdin=[m['parent_header'].get('msg_id') for m in kc._inboxes['stdin'].msgs], answering=len(kc._answering))
+                     stdin=[m['parent_header'].get('msg_id') for m in kc._inboxes['stdin'].msgs], answering=len(kc._side_tasks))
         spy = shutil.which('py-spy', path=os.path.dirname(sys.executable)) or shutil.which('py-spy')
         stacks = subprocess.run([spy, 'dump', '--pid', str(pid)], capture_output=True, text=True, timeout=30).stdout if spy else '(no py-spy)'
         return f'{state}\nkernel {pid}:\n{stacks}'

@@ -195,7 +195,7 @@ def test_stream_refuses_reply_and_outputs_options_clearly():
             assert kc._tracks == {}
     run(main())
 
-def test_6_a_caller_that_gives_up_while_on_input_is_still_answering_frees_the_kernel():
+def test_6_a_caller_that_gives_up_while_on_input_is_still_side_tasks_frees_the_kernel():
     "Found by the fuzz suite's design: the kernel asked, on_input hangs, the caller times out; the kernel must not stay in input()."
     async def main():
         async with kernel() as (km, kc):
@@ -203,7 +203,7 @@ def test_6_a_caller_that_gives_up_while_on_input_is_still_answering_frees_the_ke
             with pytest.raises(TimeoutError): await kc.execute('x = input("?")', on_input=hang, reply=True, timeout=0.5)
             await asyncio.sleep(0.5)  # the interrupted request fails, and stop_on_error aborts what was queued behind it meanwhile
             await clean(kc)
-            assert not kc._answering
+            assert not kc._side_tasks
     run(main())
 
 def test_a_client_stopped_while_its_request_may_ask_for_input_does_not_strand_the_kernel():

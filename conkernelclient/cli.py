@@ -15,6 +15,7 @@ from fastcore.script import call_parse
 from jupyter_client import AsyncKernelClient
 from jupyter_client.session import Session
 from .core import ConKernelClient, ConKernelManager
+from .remote import RemoteKernelManager
 import conkernelclient.subshells  # adds `kc.subshells`
 
 # %% ../nbs/01_cli.ipynb #cf190f8c
@@ -114,28 +115,32 @@ def file_cells(path:str): # An .ipynb, or a .py with optional `# %%` cell marker
 
 # %% ../nbs/01_cli.ipynb #1826eb29
 @contextlib.asynccontextmanager
-async def kernel_client(existing:str|None=None): # Connection file of a running kernel; None starts a fresh one
-    "A started `ConKernelClient`: on a fresh kernel (shut down afterwards) or on the running one `existing` describes."
+async def kernel_client(existing:str|None=None, # Connection file of a running kernel; None starts a fresh one
+                        url:str|None=None, # Or a Jupyter Server / Enterprise Gateway to run on
+                        kernel_id:str|None=None, # With `url`: attach to this running kernel instead of starting one
+                        token:str|None=None): # With `url`: the server's token (default: $JUPYTER_TOKEN)
+    "A started client: on a fresh kernel (shut down afterwards), on the running one `existing` describes, or on a server at `url`."
+    if existing and url: raise ValueError('give existing (a connection file) or url (a server), not both')
     km = None
     if existing: kc = ConKernelClient(connection_file=existing); kc.load_connection_file()
     else:
-        km = ConKernelManager(session=Session(key=os.urandom(16).hex().encode()))
-        await km.start_kernel()
+        km = RemoteKernelManager(url, token=token, kernel_id=kernel_id) if url else ConKernelManager(session=Session(key=os.urandom(16).hex().encode()))
+        if not kernel_id: await km.start_kernel()
         kc = km.client()
     try:
         await kc.start_channels()
         yield kc
     finally:
         await kc.astop_channels()
-        if km is not None: await km.shutdown_kernel(now=True)
+        if km is not None and not kernel_id: await km.shutdown_kernel(now=True)
 
 # %% ../nbs/01_cli.ipynb #2c0832c7
-async def _main(codes, n, timeout, existing, file, parallel):
+async def _main(codes, n, timeout, existing, file, parallel, url=None, kernel_id=None, token=None):
     "The command's work, as a coroutine."
     if codes and codes[0]=='run': codes = codes[1:]
     codes = [*codes, *(file_cells(file) if file else [])]
     if not codes: return await demo(n, timeout or 5)
-    async with kernel_client(existing) as kc: ok = await run_snippets(kc, codes, timeout or 60, parallel)
+    async with kernel_client(existing, url, kernel_id, token) as kc: ok = await run_snippets(kc, codes, timeout or 60, parallel)
     return 0 if ok else 1
 
 @call_parse
@@ -143,7 +148,9 @@ def main(*codes:str, # Snippets to run concurrently (optionally after the word `
          n:int=100, # Concurrent requests in the demo
          timeout:float=None, # Seconds each request may take (default: 5 in the demo, 60 for snippets)
          existing:str=None, # Connection file of a running kernel to use instead of a fresh one
+         url:str=None, # Run on a Jupyter Server (or Enterprise Gateway) at this URL instead, token from $JUPYTER_TOKEN
+         kernel_id:str=None, # With --url: attach to this running kernel (default: start one, shut it down after)
          file:str=None, # Run this file's cells too (.ipynb, or .py with `# %%` markers)
          parallel:int=0): # Run snippets truly in parallel on this many kernel subshells (JEP 91)
     "Show concurrent requests on a real kernel, or run snippets concurrently and print each one's outputs."
-    return asyncio.run(_main(codes, n, timeout, existing, file, parallel))
+    return asyncio.run(_main(codes, n, timeout, existing, file, parallel, url, kernel_id))

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'StartTimeoutError', 'ClientLoopError', 'InputError',
-           'ConChannel', 'Result', 'nb_outputs', 'ConKernelClient', 'ConKernelManager']
+           'ChannelView', 'ConChannel', 'Result', 'nb_outputs', 'ConKernelClient', 'ConKernelManager']
 
 # %% ../nbs/00_core.ipynb #08d2c3b2
 import asyncio, contextvars, copy, errno, getpass, inspect, itertools, logging, math, numbers, os, queue, threading, time, weakref
@@ -51,9 +51,12 @@ class InputError(RuntimeError):
     "A request's `input()` could not be answered: its `on_input` or `stdin_hook` failed, or nothing was there to answer."
 
 # %% ../nbs/00_core.ipynb #d7039233
-class ConChannel(AsyncZMQSocketChannel):
-    "An asyncio channel that sends through the asyncio socket itself, so a receive parked on it still wakes."
+class ChannelView:
+    "A channel as its client's users see it: `send` goes out through a transport, `get_msg` reads the router's inbox."
     inbox = None  # the router's `_Inbox` for this channel, which `get_msg` reads; set when the client starts
+
+class ConChannel(ChannelView, AsyncZMQSocketChannel):
+    "A ZMQ channel that sends through the asyncio socket itself, so a receive parked on it still wakes."
 
     def send(self, msg:dict): # A message dict, as built by `Session.msg`
         "Sign and send `msg` now, raising at once if the socket refuses it."
@@ -535,6 +538,8 @@ def _same_kernel(self:ConKernelClient, msg:dict):
     "Judge an iopub message whose `session` is not the kernel's: False if an old kernel sent it; a new kernel starts a new generation."
     s = msg['header'].get('session')
     if not s or s==self._kernel_session: return True
+    # our own session: a server wrote it on our behalf (a rate-limit warning, a restart status), or a kernel copied it (akernel)
+    if s==self.session.session: return True
     if s in self._old_sessions: return False  # a late message from a kernel that has since been restarted
     if msg['msg_type']=='iopub_welcome' or _starting(msg):  # a new kernel announces itself
         if self._kernel_session is not None: self._fence(KernelRestartedError('the kernel was restarted (a new kernel announced itself)'))
@@ -724,6 +729,11 @@ async def _abort_input(self:ConKernelClient, tr:_Track, exc:Exception):
     await _set_within(tr.idle, self.interrupt_grace)
     self._settle(tr, exc)
 
+@patch
+def _owner(self:ConKernelClient):
+    "The manager that owns the kernel (and can interrupt it the way its kernelspec says); None if attached by connection file."
+    return self.parent if isinstance(self.parent, KernelManager) else None
+
 async def _set_within(event:asyncio.Event, timeout:float):
     "Whether `event` is set within `timeout` seconds."
     try: return await asyncio.wait_for(event.wait(), timeout)
@@ -737,7 +747,7 @@ def _interrupt_mode(km):
 async def _interrupt_kernel(self:ConKernelClient, message:bool=False): # send an `interrupt_request` whatever the kernelspec says
     "Interrupt the kernel the way its kernelspec asks (signal or message) when a manager owns it, else with an `interrupt_request`."
     try:
-        if isinstance(self.parent, KernelManager) and not message: await ensure_async(self.parent.interrupt_kernel())
+        if (km := self._owner()) is not None and not message: await ensure_async(km.interrupt_kernel())
         else: self.interrupt(reply=False)
     except Exception as e: _log.warning('could not interrupt the kernel: %r', e)
 
@@ -769,7 +779,8 @@ def _task_done(self:ConKernelClient, task:asyncio.Task):
     "A background task that ends by itself, other than by our cancel, kills the client."
     if task.cancelled() or self._state=='closed': return
     exc = task.exception() or RuntimeError('a background task returned')
-    self._close(exc if isinstance(exc, DeadKernelError) else DeadKernelError(f'the client stopped working: {exc!r}'))
+    # a lost kernel, or a refusal the transport names (a server's `OSError`), is said as it is; anything else is a broken client
+    self._close(exc if isinstance(exc, (DeadKernelError, OSError)) else DeadKernelError(f'the client stopped working: {exc!r}'))
 
 @patch
 def _spawn(self:ConKernelClient, coro):
@@ -795,10 +806,20 @@ def start_channels(self:ConKernelClient, timeout:float|None=60): # Seconds that 
     if self._state!='new': raise RuntimeError('start_channels was already called on this client')
     if (loop := _running_loop()) is None: raise ClientLoopError('start_channels needs a running event loop: call it from async code')
     _check_timeout(timeout)
-    _check_fd_room()
-    super(ConKernelClient, self).start_channels()
+    self._connect_channels()
     self._open(loop)
     return _Starting(self, timeout)
+
+@patch
+def _connect_channels(self:ConKernelClient):
+    "Transport: connect the four ZMQ channels and the heartbeat, after checking there are file descriptors for them."
+    _check_fd_room()
+    super(ConKernelClient, self).start_channels()
+
+@patch
+def _spawn_routers(self:ConKernelClient, handlers:dict): # {channel name: `handle(msg, inbox)`}
+    "Transport: one router task per ZMQ socket, each its only reader."
+    for name in _ROUTES: self._spawn(self._route(name, handlers[name]))
 
 _FDS_PER_CLIENT = 24  # measured: a started client holds 18-19 (five ZMQ sockets, their connections, the heartbeat)
 
@@ -825,9 +846,8 @@ def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     self._welcome = loop.create_future()
     self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
     handlers = dict(shell=self._deliver, control=self._deliver, iopub=self._published, stdin=self._asked)
-    for name in _ROUTES:
-        getattr(self, f'{name}_channel').inbox = self._inboxes[name]
-        self._spawn(self._route(name, handlers[name]))
+    for name in _ROUTES: getattr(self, f'{name}_channel').inbox = self._inboxes[name]
+    self._spawn_routers(handlers)
     self._spawn(self._watch())
 
 @patch
@@ -864,7 +884,7 @@ async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Secon
 
 @patch
 async def _handshake(self:ConKernelClient, deadline:float, timeout:float|None):
-    "Ask `kernel_info` until it is answered with its idle status before `deadline`; then wait for stdin and the heartbeat."
+    "Ask `kernel_info` until it is answered with its idle status before `deadline`; then for the transport's own readiness."
     attempt = 0.25
     while (left := deadline-time.monotonic()) > 0:
         # with a manager a dead process is certain; a heartbeat only proves life once it has beaten
@@ -875,8 +895,7 @@ async def _handshake(self:ConKernelClient, deadline:float, timeout:float|None):
         self._handle_kernel_info_reply(res.reply)
         self.kernel_info_reply = res.reply['content']
         self._inboxes['iopub'].clear()
-        await self._stdin_ready(max(0, deadline-time.monotonic()) if timeout is not None else 60)
-        return await self._heartbeat_started()
+        return await self._transport_ready(max(0, deadline-time.monotonic()) if timeout is not None else 60)
     raise StartTimeoutError(f'the kernel did not answer kernel_info within {timeout} s: is it running, and was it started with '
                             f'this session key and signature scheme? ({self.bad_messages} messages failed their signature check)')
 
@@ -926,6 +945,12 @@ async def _stdin_ready(self:ConKernelClient, timeout:float):
     if not await self.stdin_channel.socket.poll(int(timeout*1000), zmq.POLLOUT):
         raise StartTimeoutError(f'the stdin channel did not connect within {timeout:.1f} s')
 
+@patch
+async def _transport_ready(self:ConKernelClient, timeout:float):
+    "Transport: once the kernel has answered, wait until stdin has connected and the heartbeat runs."
+    await self._stdin_ready(timeout)
+    await self._heartbeat_started()
+
 # %% ../nbs/00_core.ipynb #8029ad7b
 @patch
 async def _watch(self:ConKernelClient):
@@ -968,7 +993,11 @@ def stop_channels(self:ConKernelClient):
     if was!='closed' and self._may_ask_input(): self._free_kernel_on_leaving()
     self._close(ClientClosedError('the client was stopped (stop_channels)' if was!='new' else 'the client was stopped before it started'))
     self._channels_stopped = True
-    if was=='new': return
+    if was!='new': self._disconnect()
+
+@patch
+def _disconnect(self:ConKernelClient):
+    "Transport: close the ZMQ channels and stop the heartbeat."
     _wait_hb_running(self._hb_channel)
     super(ConKernelClient, self).stop_channels()
 
@@ -994,8 +1023,8 @@ _leaving = set()  # interrupts sent by stopped clients, referenced until they fi
 @patch
 def _free_kernel_on_leaving(self:ConKernelClient):
     "Interrupt the kernel (through its manager) so that no `input()` waits for a client that is going away."
-    if not isinstance(self.parent, KernelManager) or _running_loop() is None: return
-    task = asyncio.ensure_future(ensure_async(self.parent.interrupt_kernel()))
+    if (km := self._owner()) is None or _running_loop() is None: return
+    task = asyncio.ensure_future(ensure_async(km.interrupt_kernel()))
     _leaving.add(task)
     task.add_done_callback(lambda t: (_leaving.discard(t), t.cancelled() or t.exception()))
 
@@ -1027,13 +1056,13 @@ ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
 
 # %% ../nbs/00_core.ipynb #a20970be
 @patch
-def _box(self:ConChannel):
+def _box(self:ChannelView):
     "The inbox this channel reads, or `ClientClosedError` if its client never started routing."
     if self.inbox is None: raise ClientClosedError('channels not started: `kc.start_channels()` first')
     return self.inbox
 
 @patch
-async def get_msg(self:ConChannel, timeout:float|None=None): # Seconds before `queue.Empty`; None waits as long as the client lives
+async def get_msg(self:ChannelView, timeout:float|None=None): # Seconds before `queue.Empty`; None waits as long as the client lives
     "The oldest message on this channel that no request is routed for; `queue.Empty` if none comes within `timeout`."
     _check_timeout(timeout)
     try: return await self._box().get(timeout)
@@ -1043,12 +1072,12 @@ async def get_msg(self:ConChannel, timeout:float|None=None): # Seconds before `q
         raise queue.Empty from None
 
 @patch
-async def get_msgs(self:ConChannel):
+async def get_msgs(self:ChannelView):
     "Every message waiting in this channel's inbox, oldest first, without waiting."
     return self._box().take_all()
 
 @patch
-async def msg_ready(self:ConChannel):
+async def msg_ready(self:ChannelView):
     "Whether a message is waiting in this channel's inbox."
     return bool(self._box().msgs)
 
@@ -1126,13 +1155,17 @@ def client(self:ConKernelManager, **kwargs):
 @patch
 async def restart_kernel(self:ConKernelManager, now:bool=False, newports:bool=False, **kw):
     "Restart the kernel: its clients' pending requests fail with `KernelRestartedError`, and requests sent meanwhile are refused."
-    self.restarting = True
+    await _restart_for_clients(self, super(ConKernelManager, self).restart_kernel(now=now, newports=newports, **kw))
+
+async def _restart_for_clients(km, restart): # a manager with `restarting` and `_clients`; the coroutine that restarts its kernel
+    "Run `restart`: `km`'s clients fail their pending requests first and refuse new ones meanwhile, then rejoin the new kernel."
+    km.restarting = True
     try:
-        for kc in list(self._clients):
+        for kc in list(km._clients):
             if kc._state in ('starting', 'ready'): kc._new_generation(KernelRestartedError('the kernel was restarted'))
-        await super(ConKernelManager, self).restart_kernel(now=now, newports=newports, **kw)
-    finally: self.restarting = False
-    await asyncio.gather(*[kc._rejoin() for kc in list(self._clients) if kc._state in ('starting', 'ready') and kc._loop is _running_loop()])
+        await restart
+    finally: km.restarting = False
+    await asyncio.gather(*[kc._rejoin() for kc in list(km._clients) if kc._state in ('starting', 'ready') and kc._loop is _running_loop()])
 
 @patch
 async def _rejoin(self:ConKernelClient, timeout:float=30):

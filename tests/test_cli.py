@@ -54,3 +54,26 @@ def test_existing_attaches_to_a_kernel_started_separately():
 def test_unknown_options_are_refused_not_ignored():
     p = cli('run', '--bogus', 'x', 'print(1)', timeout=60)
     assert p.returncode == 2 and 'unrecognized arguments: --bogus' in p.stderr and 'ConKernelClient' not in p.stdout
+
+def test_url_runs_on_a_jupyter_server_and_kernel_id_attaches(tmp_path):
+    from servers import jupyter_server, stop
+    from conkernelclient.remote import RemoteKernelManager
+    proc, url, token = jupyter_server(tmp_path)
+    env = {**os.environ, 'JUPYTER_TOKEN': token}
+    try:
+        p = subprocess.run([exe, 'run', 'print("on the server")', '1/0', '--url', url], capture_output=True, text=True, timeout=100, env=env)
+        assert p.returncode == 1 and 'on the server' in p.stdout and 'ZeroDivisionError' in p.stdout, p.stdout+p.stderr
+        async def main():
+            km = RemoteKernelManager(url, token=token)
+            await km.start_kernel()
+            kc = await km.client().start_channels()
+            await kc.execute('answer = 42', reply=True, timeout=10)
+            await kc.astop_channels()
+            return km
+        km = run(main())
+        p = subprocess.run([exe, 'run', 'print(answer)', '--url', url, '--kernel-id', km.kernel_id], capture_output=True, text=True, timeout=100, env=env)
+        assert p.returncode == 0 and '42' in p.stdout, p.stdout+p.stderr
+        assert run(km.is_alive())  # an attached kernel is left running
+        p = subprocess.run([exe, 'run', '1', '--url', url], capture_output=True, text=True, timeout=100, env={**env, 'JUPYTER_TOKEN': 'wrong'})
+        assert p.returncode != 0 and 'refused the token' in p.stderr and 'wrong' not in p.stderr.replace('refused', '')
+    finally: stop(proc)

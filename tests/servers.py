@@ -1,0 +1,78 @@
+"Real servers for the remote tests: a Jupyter Server per test session (or per test, where the test stops it)."
+import asyncio, contextlib, os, secrets, shutil, socket, subprocess, sys, time, urllib.error, urllib.request
+from pathlib import Path
+from jupyter_client.session import Session
+from conkernelclient import ConKernelManager
+from conkernelclient.remote import RemoteKernelManager, start_local_server
+
+def jupyter_server(root, *args):
+    "Start a Jupyter Server with a random token in `root`: `(process, url, token)`."
+    token = secrets.token_hex(16)
+    proc, url = start_local_server(root, token, *args)
+    return proc, url, token
+
+def stop(proc):
+    "Stop a server process and wait for it."
+    proc.terminate()
+    try: proc.wait(15)
+    except Exception: proc.kill(); proc.wait(5)
+
+@contextlib.asynccontextmanager
+async def remote_kernel(url:str, token:str, clients:int=1, km_kw:dict|None=None, **client_traits):
+    "A fresh kernel on the server at `url` and `clients` started websocket clients (with `client_traits`), all closed afterwards."
+    km = RemoteKernelManager(url, token=token, **(km_kw or {}))
+    await asyncio.wait_for(km.start_kernel(), 60)
+    kcs = []
+    try:
+        for _ in range(clients):
+            kc = km.client()
+            for k,v in client_traits.items(): setattr(kc, k, v)
+            kcs.append(await asyncio.wait_for(kc.start_channels(), 60))
+        yield km, *kcs
+    finally:
+        for kc in kcs: await kc.astop_channels()
+        with contextlib.suppress(Exception): await asyncio.wait_for(km.shutdown_kernel(), 30)
+
+REPO = Path(__file__).resolve().parent.parent
+EG_VENV = REPO/'.cache'/'eg-venv'  # Enterprise Gateway 3.3 pins jupyter_client<7 and jupyter_server<2: it needs a venv of its own
+EG_REQS = ['jupyter_enterprise_gateway==3.3.0', 'ipykernel<7']
+
+def eg_venv():
+    "The Enterprise Gateway venv, created (once, cached in the git-ignored `.cache/`) if need be; `(path, None)` or `(None, why not)`."
+    exe = EG_VENV/'bin'/'jupyter-enterprisegateway'
+    if exe.exists(): return EG_VENV, None
+    try:
+        subprocess.run([sys.executable, '-m', 'venv', '--clear', str(EG_VENV)], check=True, capture_output=True, timeout=120)
+        subprocess.run([str(EG_VENV/'bin'/'pip'), 'install', '-q', *EG_REQS], check=True, capture_output=True, timeout=600)
+    except (subprocess.SubprocessError, OSError) as e:
+        out = getattr(e, 'stderr', b'') or b''
+        shutil.rmtree(EG_VENV, ignore_errors=True)
+        return None, f'could not install {" ".join(EG_REQS)} into its own venv: {e} {out.decode(errors="replace")[-500:]}'
+    return EG_VENV, None
+
+def _free_port():
+    "A TCP port free on 127.0.0.1 right now."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def enterprise_gateway(root:Path, venv:Path, timeout:float=60):
+    "Start Enterprise Gateway (local kernels) on 127.0.0.1 with a random token and private Jupyter dirs: `(process, url, token)`."
+    token = secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if not k.startswith('JUPYTER')}
+    env.update(JUPYTER_RUNTIME_DIR=str(root/'runtime'), JUPYTER_DATA_DIR=str(root/'data'), JUPYTER_CONFIG_DIR=str(root/'config'),
+               IPYTHONDIR=str(root/'ipython'), EG_INHERITED_ENVS='IPYTHONDIR,PATH,HOME')  # EG hands kernels only KERNEL_* otherwise
+    for attempt in range(3):  # the free port may be taken between finding it and binding it
+        port = _free_port()
+        cmd = [str(venv/'bin'/'jupyter-enterprisegateway'), '--ip=127.0.0.1', f'--port={port}', '--port_retries=0',
+               f'--EnterpriseGatewayApp.auth_token={token}']
+        proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=open(root/f'eg{attempt}.log', 'wb'))
+        url, deadline = f'http://127.0.0.1:{port}', time.monotonic()+timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                req = urllib.request.Request(url+'/api/kernelspecs', headers={'Authorization': f'token {token}'})
+                urllib.request.urlopen(req, timeout=2).close()
+                return proc, url, token
+            except (urllib.error.URLError, OSError): time.sleep(0.05)
+        stop(proc)
+    raise RuntimeError(f'Enterprise Gateway did not start: see {root}/eg*.log')

@@ -1,0 +1,136 @@
+"What only a remote kernel has: a server's REST API and token, a websocket that drops, a server that stops, rate limits."
+import asyncio, gc, logging, os, time
+import pytest
+from conkernelclient import DeadKernelError, KernelRestartedError
+from conkernelclient.remote import AuthenticationError, RemoteKernelManager, ServerError
+from conftest import open_fds, run
+from servers import jupyter_server, remote_kernel, stop
+
+pytestmark = pytest.mark.timeout(120)
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    proc, url, token = jupyter_server(tmp_path_factory.mktemp('server'))
+    yield url, token
+    stop(proc)
+
+def test_manager_rest_api_and_attaching_by_id(server):
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            assert km.kernel_id in {k['id'] for k in await km.list_kernels()}
+            assert (await km.kernel_model())['name'] == 'python3' and await km.is_alive()
+            await kc.execute('shared = 42', reply=True, timeout=10)
+            other = RemoteKernelManager(url, token=token, kernel_id=km.kernel_id)
+            kc2 = await asyncio.wait_for(other.client().start_channels(), 30)
+            r = await kc2.execute('', user_expressions=dict(v='shared'), reply=True, timeout=10)
+            assert r['content']['user_expressions']['v']['data']['text/plain'] == '42'
+            await kc2.astop_channels()
+        assert not await km.is_alive()  # shut down: the server no longer has it
+    run(main())
+
+def test_wrong_token_unknown_kernel_and_bad_url_raise_clearly(server, caplog):
+    url, token = server
+    caplog.set_level(logging.DEBUG)
+    async def main():
+        bad = RemoteKernelManager(url, token='not-the-token')
+        with pytest.raises(AuthenticationError, match='refused the token'): await bad.start_kernel()
+        async with remote_kernel(url, token) as (km, kc):
+            intruder = RemoteKernelManager(url, token='not-the-token', kernel_id=km.kernel_id)
+            with pytest.raises(AuthenticationError, match='HTTP 403'): await asyncio.wait_for(intruder.client().start_channels(), 30)
+        with pytest.raises(ServerError, match='404') as e: await RemoteKernelManager(url, token=token, kernel_id='no-such-kernel').client().start_channels()
+        assert e.value.status == 404
+        with pytest.raises(ServerError, match='cannot reach'): await RemoteKernelManager('http://127.0.0.1:9', token=token).list_kernels()
+        with pytest.raises(ValueError, match='http'): RemoteKernelManager('ftp://x', token=token)
+        with pytest.raises(RuntimeError, match='start_kernel'): await RemoteKernelManager(url, token=token).interrupt_kernel()
+    run(main())
+    assert token not in caplog.text and 'not-the-token' not in caplog.text
+
+def test_token_from_the_environment(server, monkeypatch):
+    url, token = server
+    monkeypatch.setenv('JUPYTER_TOKEN', token)
+    async def main(): assert isinstance(await RemoteKernelManager(url).list_kernels(), list)
+    run(main())
+    assert token not in repr(RemoteKernelManager(url))
+
+def test_a_dropped_websocket_reconnects_and_the_server_replays_what_it_buffered(server):
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            running = kc.execute('import time; time.sleep(1); print("printed while disconnected")', outputs=True, timeout=30)
+            await asyncio.sleep(0.3)
+            kc._ws.conn.protocol.stream.close()  # the TCP connection drops, as through a proxy restart
+            await asyncio.sleep(0.01)
+            sent_while_down = kc.execute('print("sent while disconnected")', outputs=True, timeout=30)
+            res = await running
+            assert [o.text for o in res.outputs] == ['printed while disconnected\n']
+            assert [o.text for o in (await sent_while_down).outputs] == ['sent while disconnected\n']
+    run(main())
+
+def test_kernel_deleted_by_another_client_fails_pending_promptly(server):
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            pending = kc.execute('import time; time.sleep(60)', reply=True, timeout=120)
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            await RemoteKernelManager(url, token=token, kernel_id=km.kernel_id).shutdown_kernel()
+            with pytest.raises(DeadKernelError, match='gone'): await asyncio.wait_for(pending, 10)
+            assert time.monotonic()-t0 < kc.rest_interval+3
+            with pytest.raises(DeadKernelError): kc.execute('1')
+    run(main())
+
+def test_kernel_restarted_by_another_client_fails_pending_and_carries_on(server):
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            pending = kc.execute('import time; time.sleep(60)', reply=True, timeout=120)
+            await asyncio.sleep(0.3)
+            await RemoteKernelManager(url, token=token, kernel_id=km.kernel_id).restart_kernel()
+            with pytest.raises(KernelRestartedError): await asyncio.wait_for(pending, 10)
+            assert (await kc.execute('1+1', outputs=True, timeout=20)).status == 'ok'
+    run(main())
+
+def test_server_stopped_fails_pending_after_the_reconnect_window(tmp_path):
+    proc, url, token = jupyter_server(tmp_path)
+    async def main():
+        async with remote_kernel(url, token, reconnect_timeout=1) as (km, kc):
+            pending = [kc.execute('import time; time.sleep(60)', reply=True, timeout=120) for _ in range(10)]
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            stop(proc)
+            res = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 20)
+            took = time.monotonic()-t0
+            assert all(isinstance(r, DeadKernelError) and 'lost the connection' in str(r) for r in res), res
+            print(f'\nserver stopped: 10 pending requests failed {took:.2f} s later (reconnect window 1 s)')
+            with pytest.raises(DeadKernelError): kc.execute('1')
+    try: run(main())
+    finally: stop(proc)
+
+def test_iopub_rate_limit_shows_the_servers_warning_and_the_request_completes(tmp_path):
+    proc, url, token = jupyter_server(tmp_path, '--ServerApp.iopub_msg_rate_limit=50', '--ServerApp.rate_limit_window=1')
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            res = await kc.execute('for i in range(500): print(i, flush=True)', outputs=True, timeout=30)
+            text = ''.join(o.text for o in res.outputs)
+            assert res.status == 'ok' and 'IOPub message rate exceeded' in text and '499\n' not in text
+            print(f'\nrate limit 50 msgs/s: {text.count(chr(10))} lines reached the client, then the server warning')
+            after = await kc.execute('print("after")', outputs=True, timeout=30)
+            assert [o.text for o in after.outputs] == ['after\n']  # the limit resets once the kernel is idle
+    try: run(main())
+    finally: stop(proc)
+
+def test_client_cycles_leave_no_tasks_or_fds(server):
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            async def cycle():
+                c = await asyncio.wait_for(km.client().start_channels(), 30)
+                await c.execute('1', reply=True, timeout=10)
+                await c.astop_channels()
+            await cycle()
+            gc.collect(); fds, tasks = open_fds(), len(asyncio.all_tasks())
+            for _ in range(20): await cycle()
+            await asyncio.sleep(0.2); gc.collect()
+            assert len(asyncio.all_tasks()) <= tasks and open_fds() <= fds+2
+    run(main())

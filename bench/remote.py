@@ -5,14 +5,14 @@ Run: `.venv/bin/python bench/remote.py` (about 3 minutes; `--quick` for a smoke 
 Contenders: `zmq` (ConKernelClient, local kernel), `ws` (RemoteKernelClient: v1 frames, TCP_QUICKACK), `ws-nagle` (the same
 without quick ACKs: what an unmodified server costs), `ws-json` (the legacy JSON protocol), `gateway` (GatewayKernelClient;
 it loses replies with many requests in flight on one client, so at k in flight it runs k clients, each one request at a time,
-the only safe way). Metrics: `latency`, one request alone (median); `rate@k`, requests per second with k in flight.
+the only safe way; they are started for each measurement and stopped after it, as their polling threads tax the process). Metrics: `latency`, one request alone (median); `rate@k`, requests per second with k in flight.
 Then: seconds until pending requests fail after the remote kernel is SIGKILLed (the server restarts it) or deleted via REST.
 Rounds are interleaved; figures are medians. The machine is noisy: read ratios, not absolute numbers."""
 import argparse, asyncio, os, secrets, signal, statistics, sys, tempfile, time
 from pathlib import Path
 from jupyter_client.session import Session
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import latency, window
+from bench import latency
 from conkernelclient import ConKernelManager, DeadKernelError
 from conkernelclient.remote import RemoteKernelManager, start_local_server
 
@@ -23,25 +23,20 @@ class Ours:
 
 class Gateway:
     "GatewayKernelClients on one kernel: `send` takes an idle client (k in flight use k clients), as only that is safe."
-    def __init__(self, kcs): self.kcs, self.idle = kcs, asyncio.Queue()
+    def __init__(self, km): self.km, self.kcs, self.idle = km, [], asyncio.Queue()
     async def send(self):
         kc = await self.idle.get()
         try: return await kc.execute('', reply=True, timeout=60)
         finally: self.idle.put_nowait(kc)
-    def use(self, k):
+    async def use(self, k):
+        "Start `k` clients for the next measurement; those of the last one are stopped first (their threads poll, and would tax the others)."
+        await self.stop()
+        self.kcs = [await _gateway_client(self.km) for _ in range(k)]
         self.idle = asyncio.Queue()
-        for kc in self.kcs[:k]: self.idle.put_nowait(kc)
-        for kc in self.kcs: _drain(kc)
+        for kc in self.kcs: self.idle.put_nowait(kc)
     async def stop(self):
         for kc in self.kcs: kc.stop_channels()
-
-def _drain(kc):
-    "GatewayKernelClient queues every iopub message for ever; empty its queues between measurements."
-    from queue import Empty
-    for ch in (kc.iopub_channel, kc.shell_channel):
-        while True:
-            try: ch.get_nowait()
-            except Empty: break
+        self.kcs = []
 
 def _gateway_config(url, token):
     "Point jupyter_server's GatewayClient at `url`; its websocket sends no token header of its own, so add the REST one."
@@ -64,6 +59,14 @@ async def _gateway_client(km):
         except TimeoutError: pass
     raise TimeoutError('GatewayKernelClient never got ready')
 
+async def window(c, total, k):
+    "Requests per second sending `total` requests with `k` in flight."
+    sem, t0 = asyncio.Semaphore(k), time.perf_counter()
+    async def one():
+        async with sem: await c.send()
+    await asyncio.wait_for(asyncio.gather(*[one() for _ in range(total)]), 600)
+    return total/(time.perf_counter()-t0)
+
 async def contenders(url, token, kmax):
     "The started contenders and the managers to shut down."
     local = ConKernelManager(session=Session(key=secrets.token_hex(16).encode())); await local.start_kernel()
@@ -76,8 +79,21 @@ async def contenders(url, token, kmax):
     from jupyter_server.gateway.managers import GatewayKernelManager
     _gateway_config(url, token)
     gkm = GatewayKernelManager(); await gkm.start_kernel(kernel_name='python3')
-    cs['gateway'] = Gateway([await _gateway_client(gkm) for _ in range(kmax)])
+    cs['gateway'] = Gateway(gkm)
     return cs, [local, rkm, gkm]
+
+async def gateway_gather(gkm, n=100, reps=3):
+    "Replies that came back when `n` `execute(reply=True)` are in flight at once on ONE GatewayKernelClient, per repeat."
+    kc = await _gateway_client(gkm)
+    got = []
+    for _ in range(reps):
+        res = await asyncio.gather(*[asyncio.wait_for(kc.execute('', reply=True, timeout=15), 20) for _ in range(n)], return_exceptions=True)
+        got.append(sum(isinstance(r, dict) for r in res))
+        await asyncio.sleep(1)
+        for ch in (kc.shell_channel, kc.iopub_channel):  # what the losers left behind
+            while not ch.empty(): ch.get_nowait()
+    kc.stop_channels()
+    return got
 
 async def time_to_fail(url, token, how):
     "Seconds from killing (SIGKILL, or REST delete by another client) a remote kernel until its 10 pending requests have failed."
@@ -108,12 +124,16 @@ async def main(quick):
         res = {}
         for _ in range(n_rounds):
             for name, c in cs.items():
-                if isinstance(c, Gateway): c.use(1)
+                if isinstance(c, Gateway): await c.use(1)
                 res.setdefault(('latency', name), []).append(await latency(c, lat_n))
                 for k in windows:
-                    if isinstance(c, Gateway): c.use(k)
-                    res.setdefault((f'rate@{k}', name), []).append((await window(c, total if k > 1 else total//3, k))[0])
+                    if isinstance(c, Gateway): await c.use(k)
+                    n = total//3 if k==1 or isinstance(c, Gateway) else total  # the slow ones get fewer requests
+                    res.setdefault((f'rate@{k}', name), []).append(await window(c, n, k))
+                    print(f'{name} rate@{k}: {res[(f"rate@{k}", name)][-1]:.1f} req/s', file=sys.stderr, flush=True)
+                if isinstance(c, Gateway): await c.stop()
         for c in cs.values(): await c.stop()
+        lost = await gateway_gather(kms[-1], reps=1 if quick else 3)
         for km in kms: await km.shutdown_kernel()
         fails = {how: [await time_to_fail(url, token, how) for _ in range(1 if quick else 3)] for how in ('sigkill', 'delete')}
     finally:
@@ -127,6 +147,7 @@ async def main(quick):
         scale, unit = (1e3, 'ms') if m=='latency' else (1, 'req/s')
         v = [med[(m, n)] for n in names]
         print(f'{m+" ("+unit+")":<16}' + ''.join(f'{x*scale:>12,.1f}' for x in v) + f'{v[1]/v[0]:>10.2f}{v[1]/v[-1]:>12.2f}')
+    print('GatewayKernelClient, 100 execute(reply=True) at once on one client, replies that came back: ' + ', '.join(f'{g}/100' for g in lost))
     for how, ts in fails.items(): print(f'pending requests failed after {how}: ' + ', '.join(f'{t:.2f} s' for t in ts))
 
 if __name__=='__main__':

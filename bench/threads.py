@@ -1,7 +1,8 @@
 """Benchmark: calls per second from 16 threads sharing one client, against jupyter_client's `BlockingKernelClient` used the only
 safe way, one call at a time behind a lock (it cannot be shared: jupyter_client #429, #436). Same ipykernel, one run.
 
-Run: `.venv/bin/python bench/threads.py` (about a minute; `--quick` for a smoke run). Rounds are interleaved, figures are medians.
+Run: `.venv/bin/python bench/threads.py` (about two minutes; `--quick` for a smoke run). On ipykernel, and on the tiny kernel
+(`conkernelclient.tinykernel`), which answers at once, so what each client costs per call shows. Rounds are interleaved, figures are medians.
 Calls: `execute('1', reply=True)` and `kernel_info()` alternately (cheap requests: jedi's completions would make the kernel the bottleneck of both); the kernel runs them one at a time either way, so the
 difference is what the client adds per call and whether callers wait on each other's round trips."""
 import argparse, secrets, statistics, threading, time
@@ -9,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from jupyter_client import BlockingKernelClient
 from jupyter_client.session import Session
 from conkernelclient.blocking import ConBlockingKernelManager
+from conkernelclient.local import ConKernelManager
+from conkernelclient.tinykernel import tiny_manager
 
 THREADS = 16
 
@@ -27,8 +30,13 @@ def rate(kc, per_thread, lock=None):
     return THREADS*per_thread/(time.perf_counter()-t0)
 
 def main(quick):
+    for kernel in ('ipykernel', 'tiny'): measure(kernel, quick)
+
+def measure(kernel, quick):
+    "Interleaved rounds on one `kernel` ('ipykernel', or the tiny kernel that answers at once, so the clients' own cost shows)."
     per_thread, rounds = (10, 1) if quick else (50, 3)
-    with ConBlockingKernelManager(session=Session(key=secrets.token_hex(16).encode())) as km:
+    session = Session(key=secrets.token_hex(16).encode())
+    with ConBlockingKernelManager(tiny_manager(session=session) if kernel=='tiny' else ConKernelManager(session=session)) as km:
         km.start_kernel()
         ours = km.client()
         info = km.akm.get_connection_info(session=True)
@@ -42,6 +50,7 @@ def main(quick):
         vc.stop_channels()
     med = {k: statistics.median(v) for k, v in res.items()}
     base = med['BlockingKernelClient, 16 threads, one call at a time']
+    print(f'## {kernel}')
     for k, v in med.items(): print(f'{k:<56}{v:>10,.0f} calls/s{v/base:>8.2f}x')
 
 if __name__=='__main__':

@@ -4,29 +4,22 @@
 
 # %% auto #0
 __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'StartTimeoutError', 'ClientLoopError', 'InputError',
-           'ChannelView', 'ConChannel', 'Result', 'nb_outputs', 'ConKernelClient', 'ConKernelManager']
+           'ChannelView', 'Result', 'nb_outputs', 'ConKernelClient']
 
 # %% ../nbs/00_core.ipynb #08d2c3b2
-import asyncio, contextvars, copy, errno, getpass, inspect, itertools, logging, math, numbers, os, queue, threading, time, weakref
+import asyncio, contextvars, copy, getpass, inspect, itertools, logging, math, numbers, queue, threading, time
 from datetime import datetime
-from hmac import compare_digest
 from collections import deque
 from functools import partial, wraps
 
-import zmq
 from fastcore.basics import patch
-from jupyter_client import AsyncKernelClient, AsyncKernelManager, KernelManager
-from jupyter_client.adapter import adapt
-from jupyter_client.channels import AsyncZMQSocketChannel
+from jupyter_client import AsyncKernelClient, KernelManager
 from jupyter_client.client import validate_string_dict
 from jupyter_client.jsonutil import ISO8601_PAT, extract_dates, parse_date
 from dateutil.tz import tzoffset, tzutc
-from jupyter_client.session import Session, new_id
 from jupyter_core.utils import ensure_async
 from nbformat.v4 import output_from_msg
-try: import resource
-except ImportError: resource = None  # Windows: no file-descriptor limit to check
-from traitlets import Bool, DottedObjectName, Float, Instance, Integer, Type, default
+from traitlets import Float, Integer, Type
 
 # %% ../nbs/00_core.ipynb #bfa19425
 _log = logging.getLogger(__name__)
@@ -54,15 +47,6 @@ class InputError(RuntimeError):
 class ChannelView:
     "A channel as its client's users see it: `send` goes out through a transport, `get_msg` reads the router's inbox."
     inbox = None  # the router's `_Inbox` for this channel, which `get_msg` reads; set when the client starts
-
-class ConChannel(ChannelView, AsyncZMQSocketChannel):
-    "A ZMQ channel that sends through the asyncio socket itself, so a receive parked on it still wakes."
-
-    def send(self, msg:dict): # A message dict, as built by `Session.msg`
-        "Sign and send `msg` now, raising at once if the socket refuses it."
-        if self.session.adapt_version: msg = adapt(msg, self.session.adapt_version)
-        fut = self.socket.send_multipart(self.session.serialize(msg))
-        if fut.done(): fut.result()  # a closed socket raises here, at call time
 
 # %% ../nbs/00_core.ipynb #755f3967
 class _Inbox:
@@ -170,10 +154,10 @@ class _Track:
 # %% ../nbs/00_core.ipynb #dc0f3949
 class ConKernelClient(AsyncKernelClient):
     "An `AsyncKernelClient` whose requests can all be in flight at once, each awaiting its own reply."
-    shell_channel_class = Type(ConChannel)
-    control_channel_class = Type(ConChannel)
-    stdin_channel_class = Type(ConChannel)
-    iopub_channel_class = Type(ConChannel)
+    shell_channel_class = Type('conkernelclient.local.ConChannel')
+    control_channel_class = Type('conkernelclient.local.ConChannel')
+    stdin_channel_class = Type('conkernelclient.local.ConChannel')
+    iopub_channel_class = Type('conkernelclient.local.ConChannel')
     inbox_size = Integer(1000, help="Unawaited replies (and stdin requests) kept per channel for `get_*_msg`").tag(config=True)
     iopub_inbox_size = Integer(1000, help="iopub messages kept for `get_iopub_msg`; past it the oldest are dropped").tag(config=True)
     watch_interval = Float(0.2, help="Seconds between checks that the kernel is still alive").tag(config=True)
@@ -337,10 +321,9 @@ def _request(self:ConKernelClient,
     fut = self._file(mid, timeout) if reply or tracked else None
     tr = self._track(mid, fut, timeout, on_stdin) if tracked else None
     try: getattr(self, f'{channel}_channel').send(msg)
-    except BaseException as e:
+    except BaseException:
         if tr is not None: tr.done.cancel()
         if fut is not None: fut.cancel()  # which unfiles it at once
-        if isinstance(e, zmq.ZMQError): raise DeadKernelError(f'cannot send {msg_type} on {channel}: {e}') from e
         raise
     return tr.done if outputs else fut if reply else mid
 
@@ -515,23 +498,6 @@ def _background(self:ConKernelClient, coro):
     task.add_done_callback(self._side_tasks.discard)
     return task
 
-@patch
-async def _route(self:ConKernelClient, name:str, handle): # channel name; `handle(msg, inbox)`
-    "Be the only reader of channel `name`, handing each message it brings to `handle`."
-    sock, inbox = getattr(self, f'{name}_channel').socket, self._inboxes[name]
-    sync, loop = zmq.Socket.shadow(sock.underlying), asyncio.get_running_loop()
-    while True:
-        try: frames = await sock.recv_multipart()
-        except asyncio.CancelledError:
-            # `socket.close()` cancels a parked receive too; only a cancel of this task itself is a clean exit
-            if not asyncio.current_task().cancelling(): raise DeadKernelError(f'the {name} socket was closed under the client') from None
-            raise
-        self._heard = loop.time()  # what `is_alive` trusts while the heartbeat has yet to beat
-        for n,frames in enumerate(_drain(sync, frames)):
-            msg = self._decode(frames)
-            if msg is not None: handle(msg, inbox)
-        if n==_BATCH: await asyncio.sleep(0)  # a full batch may be a flood: let the rest of the loop run
-
 # %% ../nbs/00_core.ipynb #223179a8
 @patch
 def _same_kernel(self:ConKernelClient, msg:dict):
@@ -598,16 +564,6 @@ def _fence(self:ConKernelClient, exc:KernelRestartedError):
     except Exception: return self._fail_pending(exc)
     fence.add_done_callback(lambda f: self._fail_before(f.seq, exc))
 
-# %% ../nbs/00_core.ipynb #a4a18a4d
-_BATCH, _NOBLOCK = 256, int(zmq.NOBLOCK)  # a plain int: flag arithmetic on the enum is slow
-
-def _drain(sync:zmq.Socket, first:list):
-    "`first`, then up to `_BATCH` messages already queued on the synchronous socket `sync`, read without waiting."
-    yield first
-    for _ in range(_BATCH):
-        try: yield sync.recv_multipart(_NOBLOCK)
-        except zmq.Again: return
-
 # %% ../nbs/00_core.ipynb #9d952cd6
 _UTC = tzutc()
 
@@ -624,64 +580,6 @@ def _dated(d:dict):
     "A copy of header `d` with its dates parsed, equal to `jupyter_client.jsonutil.extract_dates(d)`."
     # an ISO 8601 date has '-' at index 4: checking that first spares the regex for ids, names and versions
     return {k: (_date(v) if v[4:5]=='-' else v) if type(v) is str else extract_dates(v) for k,v in d.items()}
-
-# %% ../nbs/00_core.ipynb #3a8347f8
-_DELIM = b'<IDS|MSG>'
-
-_FLAT = {str, int, float, bool, type(None), datetime}
-
-class _Decoder:
-    "What decoding needs of a `Session`, read once: its HMAC, replay guard and unpacker are traitlets, slow to reach per message."
-    def __init__(self, session:Session):
-        self.auth,self.seen,self.size,self.unpack = session.auth,session.digest_history,session.digest_history_size,session.unpack
-        self.parents = {}
-
-    def parent(self, raw:bytes):
-        "A fresh copy of the parent header packed in `raw`: a request's reply and statuses share it, so it is parsed once."
-        hit = self.parents.get(raw)
-        if hit is None:
-            hit = _dated(self.unpack(raw) or {})  # xeus-python sends `null` for an empty parent
-            if not all(type(v) in _FLAT for v in hit.values()): return hit  # nested values would be shared by the copies
-            if len(self.parents) >= 1024: self.parents.clear()
-            self.parents[raw] = hit
-        return dict(hit)
-
-    def sign(self, parts:list):
-        "The signature `Session.sign` computes for `parts`."
-        h = self.auth.copy()
-        for p in parts: h.update(p)
-        return h.hexdigest().encode()
-
-    def verify(self, sig:bytes, parts:list):
-        "Check `sig` as `Session.deserialize` does: present, not a replay, and the HMAC of `parts`."
-        if not sig: raise ValueError('Unsigned Message')
-        seen = self.seen
-        if sig in seen: raise ValueError(f'Duplicate Signature: {sig!r}')
-        if self.size:
-            seen.add(sig)
-            if len(seen) > self.size:
-                for _ in range(max(len(seen)//10, len(seen)-self.size)): seen.pop()
-        if not compare_digest(sig, self.sign(parts)): raise ValueError(f'Invalid Signature: {sig!r}')
-
-    def __call__(self, frames:list):
-        "The message dict `Session.deserialize` makes of `frames` (identities first), with the same checks."
-        i = frames.index(_DELIM)
-        sig, parts, unpack = frames[i+1], frames[i+2:], self.unpack
-        if self.auth is not None: self.verify(sig, parts[:4])
-        if len(parts) < 4: raise TypeError('malformed message, must have at least 5 elements')
-        header = unpack(parts[0])
-        msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=self.parent(parts[1]),
-                   metadata=unpack(parts[2]) or {}, content=unpack(parts[3]), buffers=[memoryview(b) for b in parts[4:]])
-        return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)
-
-# %% ../nbs/00_core.ipynb #04b70f7d
-@patch
-def _decode(self:ConKernelClient, frames:list):
-    "Verify and parse `frames`; a message that fails (bad signature, malformed) is logged, counted and dropped."
-    try: return self._parser(frames)
-    except Exception as e:
-        self.bad_messages += 1
-        _log.warning('dropped a message that failed to decode: %s', e)
 
 # %% ../nbs/00_core.ipynb #e79ae502
 _asking_for = contextvars.ContextVar('_asking_for', default=None)  # the input_request a `stdin_hook` call is answering
@@ -811,37 +709,11 @@ def start_channels(self:ConKernelClient, timeout:float|None=60): # Seconds that 
     return _Starting(self, timeout)
 
 @patch
-def _connect_channels(self:ConKernelClient):
-    "Transport: connect the four ZMQ channels and the heartbeat, after checking there are file descriptors for them."
-    _check_fd_room()
-    super(ConKernelClient, self).start_channels()
-
-@patch
-def _spawn_routers(self:ConKernelClient, handlers:dict): # {channel name: `handle(msg, inbox)`}
-    "Transport: one router task per ZMQ socket, each its only reader."
-    for name in _ROUTES: self._spawn(self._route(name, handlers[name]))
-
-_FDS_PER_CLIENT = 24  # measured: a started client holds 18-19 (five ZMQ sockets, their connections, the heartbeat)
-
-def _check_fd_room():
-    "Raise `OSError(EMFILE)` now if this process cannot open the files a client needs: ZMQ would retry in silence instead."
-    if resource is None: return
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY: return
-    for d in ('/proc/self/fd', '/dev/fd'):
-        try: used = len(os.listdir(d))
-        except OSError: continue
-        if soft-used < _FDS_PER_CLIENT:
-            raise OSError(errno.EMFILE, f'too many open files: a client needs about {_FDS_PER_CLIENT} file descriptors, and {used} of '
-                          f'this process\'s limit of {soft} are open; raise the limit (ulimit -n) or stop some clients')
-        return
-
-@patch
 def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the registry, inboxes and routers of a client whose sockets just connected."
     self._pending,self._tracks,self._abandoned,self._tasks,self._side_tasks,self._asking,self._may_ask = {},{},{},[],set(),{},set()
     self._kernel_session,self._old_sessions,self._filed = None,set(),itertools.count()
-    self.bad_messages,self._error,self._parser,self._loop,self._state = 0,None,_Decoder(self.session),loop,'starting'
+    self.bad_messages,self._error,self._loop,self._state = 0,None,loop,'starting'
     self._thread = threading.get_ident()
     self._welcome = loop.create_future()
     self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
@@ -858,16 +730,6 @@ async def _until_ready(self:ConKernelClient, timeout:float|None):
     return self
 
 # %% ../nbs/00_core.ipynb #7c050cb0
-@patch
-async def _heartbeat_started(self:ConKernelClient, timeout:float=5):
-    "Wait (boundedly) until the heartbeat thread is running."
-    deadline = time.monotonic()+timeout
-    while not _hb_running(self._hb_channel) and time.monotonic() < deadline: await asyncio.sleep(0.005)
-
-def _hb_running(hb):
-    "Whether heartbeat channel `hb` is absent, stopped, or past the start of its thread (so that `stop` can end it)."
-    return hb is None or not hb.is_alive() or bool(hb._running)
-
 @patch
 async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Seconds before `StartTimeoutError`
     "Wait until `kernel_info` is answered and iopub delivers; what iopub brought before is discarded (and counted in `dropped`)."
@@ -911,46 +773,6 @@ async def _kernel_info_or_welcome(self:ConKernelClient, timeout:float):
             res = self.kernel_info(outputs=True, timeout=timeout)
     return await res
 
-# %% ../nbs/00_core.ipynb #97b94315
-_UNBOUNDED = {zmq.RCVHWM: 0, zmq.SNDHWM: 0}
-
-@patch
-def _connect(self:ConKernelClient, channel:str, identity:bytes|None, opts:dict):
-    "The `channel` socket, with socket options `opts` ({option: value}) set before it connects."
-    defaults = self.context.sockopts
-    saved = dict(defaults)
-    defaults.update(opts)
-    try: return getattr(super(ConKernelClient, self), f'connect_{channel}')(identity=identity)
-    finally: defaults.clear(); defaults.update(saved)
-
-@patch
-def connect_shell(self:ConKernelClient, identity:bytes|None=None):
-    "The shell socket, without a high-water mark."
-    return self._connect('shell', identity, _UNBOUNDED)
-
-@patch
-def connect_control(self:ConKernelClient, identity:bytes|None=None):
-    "The control socket, without a high-water mark."
-    return self._connect('control', identity, _UNBOUNDED)
-
-# %% ../nbs/00_core.ipynb #6b353e04
-@patch
-def connect_stdin(self:ConKernelClient, identity:bytes|None=None):
-    "The stdin socket, without a high-water mark and with `IMMEDIATE`, so that `POLLOUT` means the kernel can reach it."
-    return self._connect('stdin', identity, {**_UNBOUNDED, zmq.IMMEDIATE: 1})
-
-@patch
-async def _stdin_ready(self:ConKernelClient, timeout:float):
-    "Wait until the stdin connection has completed; `StartTimeoutError` after `timeout` seconds."
-    if not await self.stdin_channel.socket.poll(int(timeout*1000), zmq.POLLOUT):
-        raise StartTimeoutError(f'the stdin channel did not connect within {timeout:.1f} s')
-
-@patch
-async def _transport_ready(self:ConKernelClient, timeout:float):
-    "Transport: once the kernel has answered, wait until stdin has connected and the heartbeat runs."
-    await self._stdin_ready(timeout)
-    await self._heartbeat_started()
-
 # %% ../nbs/00_core.ipynb #8029ad7b
 @patch
 async def _watch(self:ConKernelClient):
@@ -973,17 +795,6 @@ async def _kernel_alive(self:ConKernelClient):
     # attached by connection file, only the heartbeat tells; it proves anything only once the kernel has been seen ready
     return self._state!='ready' or await self._async_is_alive()
 
-# %% ../nbs/00_core.ipynb #8ef2671a
-@patch
-async def is_alive(self:ConKernelClient):
-    "Whether the kernel is running (its process, if a manager owns it) and responsive (it beats, or was heard from lately)."
-    if self._loop is not None: self._check_loop()
-    if isinstance(self.parent, KernelManager) and not await self.parent._async_is_alive(): return False
-    hb = self._hb_channel
-    if hb is None or not hb.is_alive() or hb.is_beating(): return True
-    # a heartbeat misses its first beats when the kernel binds its sockets late; any message heard since then is proof enough
-    return self._heard is not None and self._loop.time()-self._heard < hb.time_to_dead
-
 # %% ../nbs/00_core.ipynb #f0b311e0
 @patch
 def stop_channels(self:ConKernelClient):
@@ -994,17 +805,6 @@ def stop_channels(self:ConKernelClient):
     self._close(ClientClosedError('the client was stopped (stop_channels)' if was!='new' else 'the client was stopped before it started'))
     self._channels_stopped = True
     if was!='new': self._disconnect()
-
-@patch
-def _disconnect(self:ConKernelClient):
-    "Transport: close the ZMQ channels and stop the heartbeat."
-    _wait_hb_running(self._hb_channel)
-    super(ConKernelClient, self).stop_channels()
-
-def _wait_hb_running(hb, timeout:float=5):
-    "Block (boundedly) until a just-started heartbeat thread has begun: `HBChannel.stop` before that would leave it running for good."
-    deadline = time.monotonic()+timeout
-    while not _hb_running(hb) and time.monotonic() < deadline: time.sleep(0.001)
 
 @patch
 async def astop_channels(self:ConKernelClient):
@@ -1124,39 +924,7 @@ async def execute_interactive(self:ConKernelClient, code:str, # Code to run
         else: hook(msg)
     return reply
 
-# %% ../nbs/00_core.ipynb #4632a6cf
-def _own_session(session:Session):
-    "A copy of `session` (same key and scheme) with a new session id, hence its own socket identity."
-    s = session.clone()
-    s.session = new_id()
-    return s
-
 # %% ../nbs/00_core.ipynb #e832da3f
-class ConKernelManager(AsyncKernelManager):
-    "An `AsyncKernelManager` whose clients are `ConKernelClient`s, with CurveZMQ encryption when available."
-    client_class = DottedObjectName('conkernelclient.core.ConKernelClient')
-    restarting = Bool(False, help="True while `restart_kernel` runs")
-    _clients = Instance(weakref.WeakSet, ())
-
-    @default('client_factory')
-    def _client_factory_default(self): return ConKernelClient
-
-    @default('transport_encryption')
-    def _transport_encryption_default(self): return 'auto' if zmq.has('curve') else 'disabled'
-
-@patch
-def client(self:ConKernelManager, **kwargs):
-    "A new `ConKernelClient` for this kernel, with a session of its own (start it with `await kc.start_channels()`)."
-    kwargs.setdefault('session', _own_session(self.session))
-    kc = super(ConKernelManager, self).client(**kwargs)
-    self._clients.add(kc)
-    return kc
-
-@patch
-async def restart_kernel(self:ConKernelManager, now:bool=False, newports:bool=False, **kw):
-    "Restart the kernel: its clients' pending requests fail with `KernelRestartedError`, and requests sent meanwhile are refused."
-    await _restart_for_clients(self, super(ConKernelManager, self).restart_kernel(now=now, newports=newports, **kw))
-
 async def _restart_for_clients(km, restart): # a manager with `restarting` and `_clients`; the coroutine that restarts its kernel
     "Run `restart`: `km`'s clients fail their pending requests first and refuse new ones meanwhile, then rejoin the new kernel."
     km.restarting = True

@@ -127,7 +127,10 @@ def test_interpreter_exit_with_an_open_client_does_not_hang(tmp_path):
                       'km = ConBlockingKernelManager(session=Session(key=b"x")); km.start_kernel(); kc = km.client()\n'
                       'print(kc.execute("", user_expressions=dict(p="__import__(\'os\').getpid()"), reply=True, timeout=30)'
                       '["content"]["user_expressions"]["p"]["data"]["text/plain"], flush=True)\n'
-                      'threading.Thread(target=kc.execute, args=("import time; time.sleep(60)",), kwargs=dict(reply=True), daemon=True).start()\n')
+                      'threading.Thread(target=kc.execute, args=("import time; time.sleep(60)",), kwargs=dict(reply=True), daemon=True).start()\n'
+                      # a callback waiting for a user who never answers
+                      'threading.Thread(target=kc.execute, args=("input()",), kwargs=dict(on_input=lambda p, pw: threading.Event().wait(), reply=True), daemon=True).start()\n'
+                      'import time; time.sleep(0.5)\n')
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -137,6 +140,15 @@ def test_interpreter_exit_with_an_open_client_does_not_hang(tmp_path):
         if not os.path.exists(f'/proc/{pid}') or open(f'/proc/{pid}/stat').read().split()[2]=='Z': break
         time.sleep(0.1)
     else: pytest.fail('the kernel outlived the interpreter that started it')
+
+def test_blocking_client_attached_by_connection_file_owns_its_loop():
+    with manager() as km:
+        km.start_kernel()
+        before = len(loop_threads())
+        with ConBlockingKernelClient.from_connection_file(km.akm.connection_file) as kc:
+            assert len(loop_threads()) == before+1
+            assert kc.execute('print("attached")', outputs=True, timeout=30).outputs[0].text == 'attached\n'
+        assert len(loop_threads()) == before and km.is_alive()  # its own loop is gone; the kernel is not its to stop
 
 def test_blocking_client_of_a_remote_kernel(tmp_path):
     proc, url, token = jupyter_server(tmp_path)

@@ -2,7 +2,7 @@
 import asyncio
 import pytest
 from jupyter_client.session import Session
-from conkernelclient.core import _Decoder, _DELIM as DELIM
+from conkernelclient.local import _Decoder, _DELIM as DELIM
 from conftest import kernel, run
 
 pytestmark = pytest.mark.timeout(120)

@@ -32,3 +32,5 @@ def test_readme_examples_run(capsys):
     assert 'ok ok' in out and 'a 0\na 1\na 2\nb 0\nb 1\nb 2' in out and 'hello Ada' in out and 'TimeoutError: no reply' in out
     assert "['0\\n', '1\\n', '2\\n', '3\\n']" in out
     assert 'hello from nbclient\n 1024' in out
+    assert '100 hello from the server' in out
+    assert str([str(i**2) for i in range(16)]) in out

@@ -1,5 +1,5 @@
 "What only a remote kernel has: a server's REST API and token, a websocket that drops, a server that stops, rate limits."
-import asyncio, gc, logging, os, time
+import asyncio, gc, logging, os, shutil, subprocess, time
 import pytest
 from conkernelclient import DeadKernelError, KernelRestartedError
 from conkernelclient.remote import AuthenticationError, RemoteKernelManager, ServerError
@@ -43,6 +43,7 @@ def test_wrong_token_unknown_kernel_and_bad_url_raise_clearly(server, caplog):
         with pytest.raises(ServerError, match='cannot reach'): await RemoteKernelManager('http://127.0.0.1:9', token=token).list_kernels()
         with pytest.raises(ValueError, match='http'): RemoteKernelManager('ftp://x', token=token)
         with pytest.raises(RuntimeError, match='start_kernel'): await RemoteKernelManager(url, token=token).interrupt_kernel()
+        with pytest.raises(RuntimeError, match='start_kernel'): RemoteKernelManager(url, token=token).client().start_channels()
     run(main())
     assert token not in caplog.text and 'not-the-token' not in caplog.text
 
@@ -134,3 +135,27 @@ def test_client_cycles_leave_no_tasks_or_fds(server):
             await asyncio.sleep(0.2); gc.collect()
             assert len(asyncio.all_tasks()) <= tasks and open_fds() <= fds+2
     run(main())
+
+def test_a_server_without_v1_gets_the_legacy_json_protocol(tmp_path):
+    proc, url, token = jupyter_server(tmp_path, '--ZMQChannelsWebsocketConnection.kernel_ws_protocol=')
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            assert kc.protocol == 'v1' and not kc._ws.v1  # offered v1, the server chose the legacy protocol
+            futs = [kc.execute(f'print({i})', outputs=True, timeout=30) for i in range(20)]
+            assert [r.outputs[0].text for r in await asyncio.gather(*futs)] == [f'{i}\n' for i in range(20)]
+    try: run(main())
+    finally: stop(proc)
+
+def test_tls_certificates_are_verified_by_default(tmp_path):
+    if not shutil.which('openssl'): pytest.skip('openssl is not installed: no self-signed certificate to serve')
+    cert, key = tmp_path/'cert.pem', tmp_path/'key.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', str(key), '-out', str(cert), '-days', '1',
+                    '-subj', '/CN=127.0.0.1'], check=True, capture_output=True, timeout=60)
+    proc, url, token = jupyter_server(tmp_path, f'--ServerApp.certfile={cert}', f'--ServerApp.keyfile={key}')
+    async def main():
+        assert url.startswith('https://')
+        with pytest.raises(ServerError, match='TLS verification'): await RemoteKernelManager(url, token=token).list_kernels()
+        async with remote_kernel(url, token, km_kw=dict(validate_cert=False)) as (km, kc):  # trusted explicitly: REST and wss work
+            assert (await kc.execute('print("over TLS")', outputs=True, timeout=30)).outputs[0].text == 'over TLS\n'
+    try: run(main())
+    finally: stop(proc)

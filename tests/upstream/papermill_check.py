@@ -41,8 +41,16 @@ def execute(mode:str, src:str, dst:str):
         o = {k: v for k, v in o.items() if k not in ('metadata', 'transient', 'execution_count')}
         if 'data' in o: o['data'] = dict(o['data'])
         return o
+    def merged(outs):
+        "Adjacent stream outputs of one name joined: how the kernel split a print into messages depends on its flush timing, not the client."
+        res = []
+        for o in outs:
+            if res and o['output_type']=='stream' and res[-1]['output_type']=='stream' and res[-1]['name']==o['name']:
+                res[-1] = {**res[-1], 'text': res[-1]['text']+o['text']}
+            else: res.append(o)
+        return res
     cells = [{'source': c.source, 'execution_count': c.get('execution_count'),
-              'outputs': [norm(o) for o in c.get('outputs', [])],
+              'outputs': merged([norm(o) for o in c.get('outputs', [])]),
               'papermill_status': c.metadata.get('papermill', {}).get('status')}
              for c in nb.cells if c.cell_type == 'code']
     print(json.dumps({'secs': round(time.monotonic()-t, 2), 'cells': cells}))

@@ -25,3 +25,11 @@ def run(coro, timeout:float=90):
 def open_fds():
     "How many file descriptors this process has open."
     return len(os.listdir('/proc/self/fd'))
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    "A Jupyter Server (random token, private root) shared by the tests of one module: `(url, token)`."
+    from servers import jupyter_server, stop
+    proc, url, token = jupyter_server(tmp_path_factory.mktemp('server'))
+    yield url, token
+    stop(proc)

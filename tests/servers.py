@@ -1,8 +1,6 @@
-"Real servers for the remote tests: a Jupyter Server per test session (or per test, where the test stops it)."
+"Real servers for the remote tests: Jupyter Servers with random tokens and private roots, and Enterprise Gateway in a venv of its own."
 import asyncio, contextlib, os, secrets, shutil, socket, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
-from jupyter_client.session import Session
-from conkernelclient import ConKernelManager
 from conkernelclient.remote import RemoteKernelManager, start_local_server
 
 def jupyter_server(root, *args):

@@ -160,3 +160,23 @@ def test_blocking_client_of_a_remote_kernel(tmp_path):
                 res = list(ex.map(lambda i: kc.execute(f'print({i})', outputs=True, timeout=60).outputs[0].text, range(40)))
             assert res == [f'{i}\n' for i in range(40)]
     finally: stop(proc)
+
+def test_ctrl_c_in_a_blocked_call_abandons_its_request(tmp_path):
+    script = tmp_path/'ctrl_c.py'
+    script.write_text('import os, signal, threading, time\n'
+                      'from jupyter_client.session import Session\n'
+                      'from conkernelclient.blocking import ConBlockingKernelManager\n'
+                      'with ConBlockingKernelManager(session=Session(key=b"x")) as km:\n'
+                      '    km.start_kernel(); kc = km.client()\n'
+                      '    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n'
+                      '    t0 = time.monotonic()\n'
+                      '    try: kc.execute("import time; time.sleep(3)", reply=True, timeout=60)\n'
+                      '    except KeyboardInterrupt: print("interrupted after", round(time.monotonic()-t0, 1))\n'
+                      '    time.sleep(0.2)\n'
+                      '    print("pending", len(kc.aclient._pending), len(kc.aclient._tracks))\n'
+                      '    print("next", kc.execute("1+1", reply=True, timeout=30)["content"]["status"])\n')
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith('interrupted after') and float(lines[0].split()[-1]) < 2, p.stdout
+    assert lines[1:] == ['pending 0 0', 'next ok'], p.stdout

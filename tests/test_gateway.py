@@ -1,5 +1,5 @@
 "Enterprise Gateway 3.3, in a venv of its own (it pins jupyter_client<7): the remote client works through it too."
-import asyncio, getpass, time
+import asyncio, getpass
 import pytest
 from conkernelclient import KernelRestartedError
 from conftest import run

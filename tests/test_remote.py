@@ -1,5 +1,5 @@
 "What only a remote kernel has: a server's REST API and token, a websocket that drops, a server that stops, rate limits."
-import asyncio, gc, logging, os, shutil, subprocess, time
+import asyncio, gc, logging, shutil, subprocess, time
 import pytest
 from conkernelclient import DeadKernelError, KernelRestartedError
 from conkernelclient.remote import AuthenticationError, RemoteKernelManager, ServerError
@@ -7,12 +7,6 @@ from conftest import open_fds, run
 from servers import jupyter_server, remote_kernel, stop
 
 pytestmark = pytest.mark.timeout(120)
-
-@pytest.fixture(scope='module')
-def server(tmp_path_factory):
-    proc, url, token = jupyter_server(tmp_path_factory.mktemp('server'))
-    yield url, token
-    stop(proc)
 
 def test_manager_rest_api_and_attaching_by_id(server):
     url, token = server

@@ -1,18 +1,12 @@
 "The behaviour that proves the client, run over each transport: ZMQ, the kernel websocket (v1 framing) and its legacy JSON protocol."
-import asyncio, os, queue, signal, time
+import asyncio, os, signal, time
 import pytest
-from conkernelclient import ClientClosedError, DeadKernelError, InputError, KernelRestartedError
+from conkernelclient import ClientClosedError, DeadKernelError, KernelRestartedError
 from conkernelclient.subshells import SubshellPool
 from conftest import kernel, run
-from servers import jupyter_server, remote_kernel, stop
+from servers import remote_kernel
 
 pytestmark = pytest.mark.timeout(120)
-
-@pytest.fixture(scope='module')
-def server(tmp_path_factory):
-    proc, url, token = jupyter_server(tmp_path_factory.mktemp('server'))
-    yield url, token
-    stop(proc)
 
 @pytest.fixture(params=['zmq', 'ws', 'ws-json'])
 def open_kernel(request, server):
@@ -30,7 +24,7 @@ async def kernel_pid(kc):
 def test_200_concurrent_requests_each_get_their_own_reply(open_kernel):
     async def main():
         async with open_kernel() as (km, kc):
-            futs = [kc.execute(f'x = {i}', user_expressions=dict(v=f'x*2'), reply=True, timeout=60) for i in range(200)]
+            futs = [kc.execute(f'x = {i}', user_expressions=dict(v='x*2'), reply=True, timeout=60) for i in range(200)]
             for i, r in enumerate(await asyncio.gather(*futs)):
                 assert r['content']['user_expressions']['v']['data']['text/plain'] == str(2*i)
             assert kc._pending == {} and kc._tracks == {}

@@ -166,6 +166,8 @@ def test_ctrl_c_in_a_blocked_call_abandons_its_request(tmp_path):
     script.write_text('import os, signal, threading, time\n'
                       'from jupyter_client.session import Session\n'
                       'from conkernelclient.blocking import ConBlockingKernelManager\n'
+                      # Python leaves SIGINT ignored if its parent ignored it (a background job): install what a terminal's Ctrl-C meets
+                      'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
                       'with ConBlockingKernelManager(session=Session(key=b"x")) as km:\n'
                       '    km.start_kernel(); kc = km.client()\n'
                       '    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n'

@@ -60,8 +60,8 @@ async def latency(c, n):
         t0 = time.perf_counter(); await c.send(); times.append(time.perf_counter()-t0)
     return statistics.median(times)
 
-async def window(c, total, k):
-    "Send `total` requests keeping `k` in flight; (requests/s, client CPU s per request)."
+async def window(c, total, k, timeout:float=60):
+    "Send `total` requests keeping `k` in flight, within `timeout` seconds; (requests/s, client CPU s per request)."
     loop, done, state = asyncio.get_running_loop(), None, dict(sent=0, got=0)
     done = loop.create_future()
     def fire():
@@ -74,7 +74,7 @@ async def window(c, total, k):
         elif state['sent'] < total: fire()
     t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(min(k, total)): fire()
-    await asyncio.wait_for(done, 60)
+    await asyncio.wait_for(done, timeout)
     return total/(time.perf_counter()-t0), (time.process_time()-cpu0)/total
 
 async def burst(name, kernel, n):

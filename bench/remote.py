@@ -12,7 +12,7 @@ import argparse, asyncio, os, secrets, signal, statistics, sys, tempfile, time
 from pathlib import Path
 from jupyter_client.session import Session
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import latency
+from bench import latency, window
 from conkernelclient import ConKernelManager, DeadKernelError
 from conkernelclient.remote import RemoteKernelManager, start_local_server
 
@@ -58,14 +58,6 @@ async def _gateway_client(km):
         try: await kc.kernel_info(reply=True, timeout=2); return kc
         except TimeoutError: pass
     raise TimeoutError('GatewayKernelClient never got ready')
-
-async def window(c, total, k):
-    "Requests per second sending `total` requests with `k` in flight."
-    sem, t0 = asyncio.Semaphore(k), time.perf_counter()
-    async def one():
-        async with sem: await c.send()
-    await asyncio.wait_for(asyncio.gather(*[one() for _ in range(total)]), 600)
-    return total/(time.perf_counter()-t0)
 
 async def contenders(url, token, kmax):
     "The started contenders and the managers to shut down."
@@ -129,7 +121,7 @@ async def main(quick):
                 for k in windows:
                     if isinstance(c, Gateway): await c.use(k)
                     n = total//3 if k==1 or isinstance(c, Gateway) else total  # the slow ones get fewer requests
-                    res.setdefault((f'rate@{k}', name), []).append(await window(c, n, k))
+                    res.setdefault((f'rate@{k}', name), []).append((await window(c, n, k, timeout=600))[0])
                     print(f'{name} rate@{k}: {res[(f"rate@{k}", name)][-1]:.1f} req/s', file=sys.stderr, flush=True)
                 if isinstance(c, Gateway): await c.stop()
         for c in cs.values(): await c.stop()

@@ -21,8 +21,8 @@ class LoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
 
-    def run(self, coro): # A coroutine to run on the loop
-        "Run `coro` on the loop and return its result (or raise its exception) in the calling thread."
+    def submit(self, coro): # A coroutine to run on the loop
+        "Start `coro` on the loop; its `concurrent.futures.Future`, which closing the loop fails if it is still running."
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("a blocking call from the client's own loop thread (inside a callback) would wait for itself: "
@@ -33,14 +33,21 @@ class LoopThread:
                 raise ClientClosedError('this blocking client is closed')
             fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
             self._calls.add(fut)
+        fut.add_done_callback(self._calls.discard)
+        return fut
+
+    def run(self, coro): # A coroutine to run on the loop
+        "Run `coro` on the loop and return its result (or raise its exception) in the calling thread."
+        fut = self.submit(coro)
         try: return fut.result()
         except BaseException as e:
             fut.cancel()  # interrupted while waiting: abandon the request, as an async caller's cancel does
-            if self.closed and isinstance(e, concurrent.futures.CancelledError):
-                raise ClientClosedError('the blocking client was closed while this call waited') from None
+            if isinstance(e, concurrent.futures.CancelledError): raise self.cancelled_error() from None
             raise
-        finally:
-            with self._lock: self._calls.discard(fut)
+
+    def cancelled_error(self):
+        "What a call whose coroutine was cancelled raises: `ClientClosedError` if closing the loop cancelled it."
+        return ClientClosedError('the blocking client was closed while this call waited') if self.closed else concurrent.futures.CancelledError()
 
     def close(self, timeout:float=10): # Seconds to wait for the loop's tasks to end
         "Cancel what runs on the loop, stop its thread, and fail every call still waiting; closing again does nothing."
@@ -54,7 +61,7 @@ class LoopThread:
         self.thread.join(timeout)
         if not self.thread.is_alive(): self.loop.close()
         for fut in list(self._calls):
-            if not fut.done(): fut.set_exception(ClientClosedError('the blocking client was closed while this call waited'))
+            if not fut.done(): fut.set_exception(self.cancelled_error())
 
 async def _cancel_all():
     "Cancel every other task on the running loop and wait until they have ended."
@@ -75,7 +82,8 @@ def _off_loop(f):
 
 async def _in_thread(f, *args):
     "`f(*args)` on a daemon thread of its own: a callback that never returns (a user who never answers) holds no pool worker, and cannot hold up interpreter exit."
-    loop, fut = asyncio.get_running_loop(), asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
     def settle(res, exc):
         if fut.done(): return  # the request ended meanwhile
         if exc is None: fut.set_result(res)
@@ -95,11 +103,11 @@ async def _call(method, args:tuple, kwargs:dict):
     res = method(*args, **kwargs)
     return await res if inspect.isawaitable(res) else res
 
-def _blocking(name:str):
-    "The blocking form of the async client's method `name`."
-    method = getattr(ConKernelClient, name)
+def _blocking(name:str, target:str='aclient', source:type=ConKernelClient): # the method; the attribute holding the async object; its class
+    "The blocking form of the method `name` of the async object in attribute `target`."
+    method = getattr(source, name)
     @wraps(method)
-    def _f(self, *args, **kwargs): return self._run(_call(getattr(self.aclient, name), args, kwargs))
+    def _f(self, *args, **kwargs): return self._run(_call(getattr(getattr(self, target), name), args, kwargs))
     _f.__doc__ = f'Blocking `{name}`: ' + (method.__doc__ or '')
     return _f
 
@@ -163,12 +171,10 @@ def _stream(self:ConBlockingKernelClient, code:str, **kwargs):
     "Run `code`, yielding each message parented to it as it arrives, the reply included."
     q = queue.SimpleQueue()
     async def pump():
-        try:
-            async for msg in self.aclient.stream(code, **kwargs): q.put(msg)
-            q.put(_END)
-        except BaseException as e: q.put(e)
-    fut = asyncio.run_coroutine_threadsafe(pump(), self._lt.loop) if not self._lt.closed else None
-    if fut is None: raise ClientClosedError('this blocking client is closed')
+        async for msg in self.aclient.stream(code, **kwargs): q.put(msg)
+    fut = self._lt.submit(pump())
+    # however the pump ends (done, failed, or cancelled before it ever ran), the reader hears of it
+    fut.add_done_callback(lambda f: q.put(self._lt.cancelled_error() if f.cancelled() else f.exception() or _END))
     try:
         while (msg := q.get()) is not _END:
             if isinstance(msg, BaseException): raise msg
@@ -223,10 +229,5 @@ class ConBlockingKernelManager:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-def _manager_call(name:str):
-    "The blocking form of the async manager's method `name`."
-    def _f(self, *args, **kwargs): return self._run(_call(getattr(self.akm, name), args, kwargs))
-    _f.__name__, _f.__doc__ = name, f'Blocking `{name}` of the async manager.'
-    return _f
-
-for _n in ('shutdown_kernel', 'restart_kernel', 'interrupt_kernel', 'is_alive'): setattr(ConBlockingKernelManager, _n, _manager_call(_n))
+for _n in ('shutdown_kernel', 'restart_kernel', 'interrupt_kernel', 'is_alive'):
+    setattr(ConBlockingKernelManager, _n, _blocking(_n, 'akm', ConKernelManager))

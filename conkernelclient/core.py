@@ -14,6 +14,7 @@ from functools import partial, wraps
 
 from fastcore.basics import patch
 from jupyter_client import AsyncKernelClient, KernelManager
+from jupyter_client.adapter import adapt
 from jupyter_client.client import validate_string_dict
 from jupyter_client.jsonutil import ISO8601_PAT, extract_dates, parse_date
 from dateutil.tz import tzoffset, tzutc
@@ -581,6 +582,12 @@ def _dated(d:dict):
     # an ISO 8601 date has '-' at index 4: checking that first spares the regex for ids, names and versions
     return {k: (_date(v) if v[4:5]=='-' else v) if type(v) is str else extract_dates(v) for k,v in d.items()}
 
+def _message(header:dict, parent:dict, metadata:dict|None, content:dict, buffers:list): # `parent` with its dates already parsed
+    "The message dict `jupyter_client` makes of a message's decoded parts, adapted to protocol 5 if the kernel speaks an older one."
+    msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=parent,
+               metadata=metadata or {}, content=content, buffers=buffers)
+    return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)
+
 # %% ../nbs/00_core.ipynb #e79ae502
 _asking_for = contextvars.ContextVar('_asking_for', default=None)  # the input_request a `stdin_hook` call is answering
 
@@ -622,7 +629,7 @@ async def _abort_input(self:ConKernelClient, tr:_Track, exc:Exception):
     self._unfile(tr.fut)  # the kernel's reply must not resolve the caller's future; the track still owns it
     self._abandon(tr.msg_id)
     await self._interrupt_kernel()
-    if not await _set_within(tr.idle, 1) and _interrupt_mode(self.parent)=='signal':
+    if not await _set_within(tr.idle, 1) and _interrupt_mode(self._owner())=='signal':
         await self._interrupt_kernel(message=True)  # a kernel deaf to the signal while in `input()` (ipymini) may still hear a message
     await _set_within(tr.idle, self.interrupt_grace)
     self._settle(tr, exc)
@@ -638,8 +645,8 @@ async def _set_within(event:asyncio.Event, timeout:float):
     except TimeoutError: return False
 
 def _interrupt_mode(km):
-    "How manager `km`'s kernelspec says to interrupt the kernel ('signal' or 'message'); None without a manager."
-    return getattr(getattr(km, 'kernel_spec', None), 'interrupt_mode', None) if isinstance(km, KernelManager) else None
+    "How the kernelspec of manager `km` (None: no manager) says to interrupt the kernel: 'signal', 'message', or None if it does not say."
+    return getattr(getattr(km, 'kernel_spec', None), 'interrupt_mode', None)
 
 @patch
 async def _interrupt_kernel(self:ConKernelClient, message:bool=False): # send an `interrupt_request` whatever the kernelspec says

@@ -20,7 +20,7 @@ from traitlets import Bool, DottedObjectName, Instance, default
 try: import resource
 except ImportError: resource = None  # Windows: no file-descriptor limit to check
 
-from .core import (ChannelView, ConKernelClient, DeadKernelError, StartTimeoutError, _ROUTES, _dated, _log,
+from .core import (ChannelView, ConKernelClient, DeadKernelError, StartTimeoutError, _ROUTES, _dated, _log, _message,
                                   _restart_for_clients)
 
 # %% ../nbs/01_local.ipynb #0e25401c
@@ -175,10 +175,7 @@ class _Decoder:
         sig, parts, unpack = frames[i+1], frames[i+2:], self.unpack
         if self.auth is not None: self.verify(sig, parts[:4])
         if len(parts) < 4: raise TypeError('malformed message, must have at least 5 elements')
-        header = unpack(parts[0])
-        msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=self.parent(parts[1]),
-                   metadata=unpack(parts[2]) or {}, content=unpack(parts[3]), buffers=[memoryview(b) for b in parts[4:]])
-        return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)
+        return _message(unpack(parts[0]), self.parent(parts[1]), unpack(parts[2]), unpack(parts[3]), [memoryview(b) for b in parts[4:]])
 
 # %% ../nbs/01_local.ipynb #04b70f7d
 @patch

@@ -12,7 +12,6 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from fastcore.basics import patch
-from jupyter_client.adapter import adapt
 from jupyter_client.session import Session
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
@@ -20,7 +19,7 @@ from traitlets import Bool, Dict, Float, Instance, Unicode, Enum
 from traitlets.config import LoggingConfigurable
 
 from .core import (ChannelView, ConKernelClient, DeadKernelError, KernelRestartedError,
-                                  _dated, _log, _restart_for_clients, _ROUTES)
+                                  _dated, _log, _message, _restart_for_clients, _ROUTES)
 
 # %% ../nbs/02_remote.ipynb #85d37b80
 class ServerError(OSError):
@@ -63,16 +62,11 @@ def v1_parts(frame:bytes):
     return frame[offsets[0]:offsets[1]].decode(), [frame[a:b] for a,b in zip(offsets[1:], offsets[2:])]
 
 # %% ../nbs/02_remote.ipynb #00cd145c
-def _message(header:dict, parent:dict|None, metadata:dict|None, content:dict, buffers:list):
-    "The message dict of decoded parts, adapted to protocol 5 if the kernel speaks an older one."
-    msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=_dated(parent or {}),
-               metadata=metadata or {}, content=content, buffers=buffers)
-    return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)
-
 def _from_v1(frame:bytes):
     "The channel and message of a v1 frame."
     channel, parts = v1_parts(frame)
-    return channel, _message(*map(json.loads, parts[:4]), [memoryview(b) for b in parts[4:]])
+    header, parent, metadata, content = map(json.loads, parts[:4])
+    return channel, _message(header, _dated(parent or {}), metadata, content, [memoryview(b) for b in parts[4:]])
 
 def _to_v1(channel:str, msg:dict, pack):
     "The v1 frame of `msg` on `channel`, its dicts packed by `pack`."
@@ -89,7 +83,7 @@ def _from_legacy(frame:str|bytes):
         frame, *buffers = [memoryview(frame)[a:b] for a,b in zip(offsets, offsets[1:])]
         frame = bytes(frame)
     m = json.loads(frame)
-    return m.get('channel'), _message(m['header'], m.get('parent_header'), m.get('metadata'), m['content'], buffers)
+    return m.get('channel'), _message(m['header'], _dated(m.get('parent_header') or {}), m.get('metadata'), m['content'], buffers)
 
 def _to_legacy(channel:str, msg:dict, pack):
     "The legacy frame of `msg` on `channel`: JSON text, or binary with buffers."
@@ -270,9 +264,6 @@ class WebSocketChannel(ChannelView):
     def __init__(self, client, name:str): self.client,self.name = client,name
     def send(self, msg:dict): self.client._send(self.name, msg)
     def is_alive(self): return self.client._state in ('starting', 'ready')
-    def start(self): pass
-    def stop(self): pass
-    def close(self): pass
 
 class RemoteKernelClient(ConKernelClient):
     "A `ConKernelClient` over a Jupyter Server's kernel websocket: every request awaits its own reply, as locally."
@@ -394,13 +385,14 @@ def _find_server_info(runtime_dir:Path, pid:int):
     try: return json.loads(f.read_text())
     except (OSError, ValueError): return None
 
-def start_local_server(root:str|Path, # Directory the server serves, and keeps its runtime files in
+def start_local_server(root:str|Path, # Directory the server serves, and keeps its runtime files and config in
                        token:str, # The token clients must present
                        *args:str, # Extra `jupyter server` options, e.g. '--ServerApp.iopub_msg_rate_limit=50' (a certfile makes it https)
                        timeout:float=60):
     "Start `jupyter server` on 127.0.0.1 and a free port; returns `(process, url)` once it listens."
     root = Path(root); rt = root/'runtime'; rt.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(rt), 'JUPYTER_TOKEN': token}
+    # its runtime files and its (empty) user config are its own: nothing on a shared machine changes how it behaves
+    env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(rt), 'JUPYTER_CONFIG_DIR': str(root/'config'), 'JUPYTER_TOKEN': token}
     cmd = [sys.executable, '-m', 'jupyter_server', '--ServerApp.ip=127.0.0.1', '--ServerApp.port=0', f'--ServerApp.root_dir={root}',
            '--ServerApp.open_browser=False', '--ServerApp.port_retries=0', '--ServerApp.allow_root=True', *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root/'server.log', 'wb'))

@@ -74,3 +74,9 @@ def enterprise_gateway(root:Path, venv:Path, timeout:float=60):
             except (urllib.error.URLError, OSError): time.sleep(0.05)
         stop(proc)
     raise RuntimeError(f'Enterprise Gateway did not start: see {root}/eg*.log')
+
+async def running_requests(kc, n:int=1):
+    "`n` requests that would run for a minute (bounded by their timeout), sent and given time to reach the kernel."
+    futs = [kc.execute('import time; time.sleep(60)', reply=True, timeout=120) for _ in range(n)]
+    await asyncio.sleep(0.3)
+    return futs

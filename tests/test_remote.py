@@ -4,7 +4,7 @@ import pytest
 from conkernelclient import DeadKernelError, KernelRestartedError
 from conkernelclient.remote import AuthenticationError, RemoteKernelManager, ServerError
 from conftest import open_fds, run
-from servers import jupyter_server, remote_kernel, stop
+from servers import jupyter_server, remote_kernel, running_requests, stop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,8 +66,7 @@ def test_kernel_deleted_by_another_client_fails_pending_promptly(server):
     url, token = server
     async def main():
         async with remote_kernel(url, token) as (km, kc):
-            pending = kc.execute('import time; time.sleep(60)', reply=True, timeout=120)
-            await asyncio.sleep(0.3)
+            [pending] = await running_requests(kc)
             t0 = time.monotonic()
             await RemoteKernelManager(url, token=token, kernel_id=km.kernel_id).shutdown_kernel()
             with pytest.raises(DeadKernelError, match='gone'): await asyncio.wait_for(pending, 10)
@@ -79,8 +78,7 @@ def test_kernel_restarted_by_another_client_fails_pending_and_carries_on(server)
     url, token = server
     async def main():
         async with remote_kernel(url, token) as (km, kc):
-            pending = kc.execute('import time; time.sleep(60)', reply=True, timeout=120)
-            await asyncio.sleep(0.3)
+            [pending] = await running_requests(kc)
             await RemoteKernelManager(url, token=token, kernel_id=km.kernel_id).restart_kernel()
             with pytest.raises(KernelRestartedError): await asyncio.wait_for(pending, 10)
             assert (await kc.execute('1+1', outputs=True, timeout=20)).status == 'ok'
@@ -90,8 +88,7 @@ def test_server_stopped_fails_pending_after_the_reconnect_window(tmp_path):
     proc, url, token = jupyter_server(tmp_path)
     async def main():
         async with remote_kernel(url, token, reconnect_timeout=1) as (km, kc):
-            pending = [kc.execute('import time; time.sleep(60)', reply=True, timeout=120) for _ in range(10)]
-            await asyncio.sleep(0.3)
+            pending = await running_requests(kc, 10)
             t0 = time.monotonic()
             stop(proc)
             res = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 20)

@@ -4,7 +4,7 @@ import pytest
 from conkernelclient import ClientClosedError, DeadKernelError, KernelRestartedError
 from conkernelclient.subshells import SubshellPool
 from conftest import kernel, run
-from servers import remote_kernel
+from servers import remote_kernel, running_requests
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,8 +106,7 @@ def test_sigkill_fails_every_pending_request_promptly(open_kernel):
     async def main():
         async with open_kernel() as (km, kc):
             pid = await kernel_pid(kc)
-            futs = [kc.execute('import time; time.sleep(60)', reply=True, timeout=120) for _ in range(20)]
-            await asyncio.sleep(0.3)
+            futs = await running_requests(kc, 20)
             t0 = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 15)

@@ -264,6 +264,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'conkernelclient.core._Track.__init__': ('core.html#_track.__init__', 'conkernelclient/core.py'),
                                       'conkernelclient.core._Track.add': ('core.html#_track.add', 'conkernelclient/core.py'),
                                       'conkernelclient.core._Track.replied': ('core.html#_track.replied', 'conkernelclient/core.py'),
+                                      'conkernelclient.core._check_parts': ('core.html#_check_parts', 'conkernelclient/core.py'),
                                       'conkernelclient.core._check_str': ('core.html#_check_str', 'conkernelclient/core.py'),
                                       'conkernelclient.core._check_timeout': ('core.html#_check_timeout', 'conkernelclient/core.py'),
                                       'conkernelclient.core._date': ('core.html#_date', 'conkernelclient/core.py'),

@@ -582,8 +582,23 @@ def _dated(d:dict):
     # an ISO 8601 date has '-' at index 4: checking that first spares the regex for ids, names and versions
     return {k: (_date(v) if v[4:5]=='-' else v) if type(v) is str else extract_dates(v) for k,v in d.items()}
 
+_STR_KEYS = ('msg_id', 'msg_type', 'session', 'subshell_id')  # what routing reads of a header: each a str when present
+
+def _check_parts(header, parent, metadata, content):
+    "Raise `ValueError` unless a message's parts have the types routing reads: an ill-typed message is dropped, and cannot kill a router."
+    if not (isinstance(header, dict) and isinstance(parent, dict) and isinstance(content, dict) and isinstance(metadata, (dict, type(None)))):
+        raise ValueError('ill-typed message: its header, parent header, metadata and content must be JSON objects')
+    for name, d in (('header', header), ('parent header', parent)):
+        for k in _STR_KEYS:
+            if d.get(k) is not None and not isinstance(d[k], str): raise ValueError(f'ill-typed message: its {name} has a {k} that is not a str')
+    if not isinstance(header.get('msg_id'), str) or not isinstance(header.get('msg_type'), str):
+        raise ValueError('ill-typed message: its header lacks a str msg_id and msg_type')
+    if header['msg_type']=='status' and not isinstance(content.get('execution_state'), str):
+        raise ValueError('ill-typed message: a status without a str execution_state')
+
 def _message(header:dict, parent:dict, metadata:dict|None, content:dict, buffers:list): # `parent` with its dates already parsed
-    "The message dict `jupyter_client` makes of a message's decoded parts, adapted to protocol 5 if the kernel speaks an older one."
+    "The message dict `jupyter_client` makes of a message's decoded parts (checked), adapted to protocol 5 if the kernel speaks an older one."
+    _check_parts(header, parent, metadata, content)
     msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=parent,
                metadata=metadata or {}, content=content, buffers=buffers)
     return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)

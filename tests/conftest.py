@@ -22,6 +22,14 @@ def run(coro, timeout:float=90):
     "Run `coro` in a fresh event loop, bounded by `timeout` seconds."
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
+def settled(kc):
+    "Whether the client holds no request any more: nothing awaited, followed or waiting to be sent."
+    return kc._pending == {} and kc._tracks == {}
+
+def pending(kc, msg_id:str):
+    "Whether request `msg_id` is still pending on the client."
+    return msg_id in kc._pending or msg_id in kc._tracks
+
 def open_fds():
     "How many file descriptors this process has open."
     return len(os.listdir('/proc/self/fd'))

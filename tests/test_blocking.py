@@ -6,7 +6,7 @@ from jupyter_client.session import Session
 from conkernelclient import ClientClosedError, DeadKernelError, KernelRestartedError
 from conkernelclient.blocking import ConBlockingKernelClient, ConBlockingKernelManager
 from conkernelclient.remote import RemoteKernelManager
-from conftest import open_fds
+from conftest import open_fds, settled
 from servers import jupyter_server, stop
 
 pytestmark = pytest.mark.timeout(180)
@@ -47,7 +47,7 @@ def test_16_threads_50_mixed_calls_each_get_their_own_result():
             futs = [ex.submit(mixed_calls, kc, t, 50) for t in range(16)]
             assert sum(f.result(timeout=150) for f in futs) == 800
         print(f'\n16 threads x 50 mixed calls on one client: 800/800 own results in {time.monotonic()-t0:.1f} s')
-        assert kc.aclient._pending == {} and kc.aclient._tracks == {}
+        assert settled(kc.aclient)
     assert len(loop_threads()) == before
 
 def test_jupyter_client_429_long_execute_interactive_and_completes_meanwhile():

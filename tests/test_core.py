@@ -5,7 +5,7 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.session import Session
 from conkernelclient import ClientClosedError, ConChannel, ConKernelClient, DeadKernelError
 from conkernelclient.cli import vanilla_client
-from conftest import kernel, open_fds, run
+from conftest import kernel, open_fds, run, settled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,7 +20,7 @@ def test_200_concurrent_replies_each_routed_to_its_caller():
             assert [r['parent_header']['msg_id'] for r in replies] == [f'r{i}' for i in range(200)]
             counts = [r['content']['execution_count'] for r in replies]
             assert counts == sorted(counts) and len(set(counts)) == 200
-            assert kc._pending == {}
+            assert settled(kc)
     run(main())
 
 def test_each_caller_gets_its_own_value():
@@ -55,7 +55,7 @@ def test_timeout_among_successes_leaves_nothing_behind():
             with pytest.raises(TimeoutError): await slow
             assert (await before)['content']['status'] == 'ok'
             assert all(r['content']['status'] == 'ok' for r in await asyncio.gather(*after))
-            assert kc._pending == {}
+            assert settled(kc)
             with pytest.raises(queue.Empty): await kc.get_shell_msg(timeout=0.3)  # the late reply was dropped
     run(main())
 
@@ -70,7 +70,7 @@ def test_cancelled_waiter_is_removed_and_client_keeps_working():
             assert [type(r).__name__ for r in res[:3]] == ['CancelledError']*3
             assert all(r['content']['status'] == 'ok' for r in res[3:])
             await asyncio.sleep(0)
-            assert kc._pending == {}
+            assert settled(kc)
             assert (await kc.execute('2', reply=True, timeout=5))['content']['status'] == 'ok'
     run(main())
 
@@ -195,7 +195,7 @@ def test_bad_arguments_raise_before_sending():
                                    (dict(code='1', msg_id=3), TypeError, 'msg_id'), (dict(code='1', subshell_id=1), TypeError, 'subshell_id'),
                                    (dict(code='1', user_expressions=[1]), TypeError, 'user_expressions')]:
                 with pytest.raises(exc, match=text): kc.execute(**bad, reply=True)
-                assert kc._pending == {}
+                assert settled(kc)
             with pytest.raises(TypeError, match='code'): kc.complete(5, reply=True)
             f = kc.execute('import time; time.sleep(0.2)', reply=True, msg_id='dup', timeout=10)
             with pytest.raises(ValueError, match='already pending'): kc.execute('1', reply=True, msg_id='dup')

@@ -4,7 +4,7 @@ import pytest, zmq
 from jupyter_client.session import Session
 from conkernelclient import ClientClosedError, ConKernelClient, ConKernelManager, DeadKernelError, KernelRestartedError
 from conkernelclient.tinykernel import tiny_manager
-from conftest import kernel, open_fds, run
+from conftest import kernel, open_fds, run, settled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -179,7 +179,7 @@ def test_memory_returns_to_baseline_after_100k_requests():
             gc.collect(); after = rss_mb()
             print(f'\n100,000 requests in {secs:.1f} s: RSS {base:.1f} -> {after:.1f} MB ({after-base:+.1f} MB); '
                   f"jupyter_client's replay guard holds {len(kc.session.digest_history)} signatures")
-            assert kc._pending == {} and kc._tracks == {}
+            assert settled(kc)
             assert after - base < 20
     run(main(), timeout=160)
 

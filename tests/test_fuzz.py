@@ -8,7 +8,7 @@ from jupyter_client.session import Session
 from conkernelclient import (ClientClosedError, ConKernelManager, DeadKernelError, InputError, KernelReplyError,
                              KernelRestartedError, Result)
 from conkernelclient.tinykernel import tiny_manager
-from conftest import open_fds
+from conftest import open_fds, pending, settled
 
 SLACK = 3  # seconds a request may take to end beyond its own timeout, on a loaded 2-core machine
 NAMED = (TimeoutError, ClientClosedError, DeadKernelError, KernelRestartedError, InputError)
@@ -59,7 +59,7 @@ class KernelClientMachine(RuleBasedStateMachine):
         s = Sent(kind, f'fuzz-{self.n}', 1000+self.n, timeout, self.now())
         if kind == 'dup':
             live = [x for x in self.sent if x.ended is None and x.kind not in ('dup', 'control')]
-            if live and (live[-1].mid in self.kc._pending or live[-1].mid in self.kc._tracks):
+            if live and pending(self.kc, live[-1].mid):
                 with pytest.raises(ValueError, match='already pending'): self.run(self.call_soon(lambda: self.kc.execute('1', msg_id=live[-1].mid)))
                 return
             kind = s.kind = 'reply'
@@ -168,7 +168,7 @@ class KernelClientMachine(RuleBasedStateMachine):
             if s.timeout is not None: assert (s.ended or now) - s.t0 <= s.timeout + SLACK, f'{s.kind} {s.mid} overran its {s.timeout} s'
         self.check_outcomes()
         if all(s.ended is not None for s in self.sent):
-            assert self.kc._pending == {} and self.kc._tracks == {}, (self.kc._pending, self.kc._tracks)
+            assert settled(self.kc), self.kc.__dict__
 
     def check_outcomes(self):
         for s in self.sent:
@@ -204,7 +204,7 @@ class KernelClientMachine(RuleBasedStateMachine):
                 if r['content']['status'] == 'ok': break
                 self.step(0.3)
             assert r['content']['status'] == 'ok', r['content']
-            assert self.kc._pending == {} and self.kc._tracks == {} and not self.kc._side_tasks
+            assert settled(self.kc) and not self.kc._side_tasks
             self.run(self.close_all())
             assert not [t for t in asyncio.all_tasks(self.loop)], asyncio.all_tasks(self.loop)
             assert not self.loop_errors, self.loop_errors

@@ -5,7 +5,7 @@ from jupyter_client.session import Session
 from conkernelclient import (ClientClosedError, ClientLoopError, ConKernelClient, DeadKernelError, InputError,
                              KernelRestartedError)
 from conkernelclient.tinykernel import tiny_manager
-from conftest import kernel, run
+from conftest import kernel, run, settled
 
 pytestmark = pytest.mark.timeout(120)
 stuck_tiny = lambda **kw: tiny_manager(interrupt_mode='message', **kw)  # `%input` then waits for good: an interrupt_request can't end it
@@ -13,7 +13,7 @@ stuck_tiny = lambda **kw: tiny_manager(interrupt_mode='message', **kw)  # `%inpu
 async def clean(kc):
     "The client's registry is empty and the kernel still answers."
     assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
-    assert kc._pending == {} and kc._tracks == {}
+    assert settled(kc)
 
 @pytest.mark.parametrize('bad', [float('nan'), float('inf'), 10**400, -1])
 def test_1_2_non_finite_or_huge_timeouts_are_refused_before_anything_is_filed(bad):
@@ -47,7 +47,7 @@ def test_3_a_refused_input_still_ends_at_once_if_the_client_stops_or_the_kernel_
             elif how == 'kill': os.kill(km.provisioner.process.pid, signal.SIGKILL); want = DeadKernelError
             else: await km.restart_kernel(now=True); want = KernelRestartedError
             with pytest.raises(want): await asyncio.wait_for(fut, 5)
-            assert time.monotonic()-t0 < 5 and kc._tracks == {}
+            assert time.monotonic()-t0 < 5 and settled(kc)
     run(main())
 
 def test_4_requests_sent_during_a_restart_fail_instead_of_vanishing():
@@ -192,7 +192,7 @@ def test_stream_refuses_reply_and_outputs_options_clearly():
     async def main():
         async with kernel(make=tiny_manager) as (km, kc):
             with pytest.raises(TypeError, match='takes no reply or outputs'): await kc.stream('', outputs=True).__anext__()
-            assert kc._tracks == {}
+            assert settled(kc)
     run(main())
 
 def test_6_a_caller_that_gives_up_while_on_input_is_still_side_tasks_frees_the_kernel():

@@ -2,7 +2,7 @@
 import asyncio, gc, queue, time
 import pytest, zmq
 from conkernelclient import ConKernelClient, DeadKernelError
-from conftest import kernel, run
+from conftest import kernel, run, settled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +33,7 @@ def test_streams_from_concurrent_requests_never_cross():
                 texts = [m['content']['text'] for m in msgs if m['msg_type'] == 'stream']
                 assert ''.join(texts) == ''.join(f'{tag} {i}\n' for i in range(5))
                 assert msgs[0]['msg_type'] == 'status' and {m['msg_type'] for m in msgs} >= {'execute_input', 'execute_reply'}
-            assert kc._tracks == {} and kc._pending == {}
+            assert settled(kc)
     run(main())
 
 def test_display_updates_clear_output_errors_and_rich_displays():
@@ -76,7 +76,7 @@ def test_failing_input_callback_interrupts_and_fails_the_request_with_its_error(
             t0 = time.monotonic()
             with pytest.raises(PermissionError, match='refused'): await kc.execute('input("?")', on_input=refuse, outputs=True, timeout=20)
             assert time.monotonic()-t0 < 10
-            assert kc._tracks == {} and kc._pending == {}
+            assert settled(kc)
             r = await kc.execute('"still alive"', outputs=True, timeout=10)
             assert r.status == 'ok' and r.outputs[0].data['text/plain'] == "'still alive'"
     run(main())
@@ -133,7 +133,7 @@ def test_a_lost_idle_status_is_bounded_by_the_timeout():
             t0 = time.monotonic()
             with pytest.raises(TimeoutError, match='idle'): await lossy.execute('1', outputs=True, timeout=1)
             assert 0.9 < time.monotonic()-t0 < 3
-            assert lossy._tracks == {} and lossy._pending == {}
+            assert settled(lossy)
             await lossy.astop_channels()
     run(main())
 
@@ -143,7 +143,7 @@ def test_breaking_out_of_a_stream_leaves_nothing_behind():
             async for msg in kc.stream('for i in range(3): print(i, flush=True)', timeout=10):
                 if msg['msg_type'] == 'stream': break
             await asyncio.sleep(0.05)  # the abandoned generator is closed by asyncio's finalizer hook within a few loop turns
-            assert kc._tracks == {} and kc._pending == {}
+            assert settled(kc)
             assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
     run(main())
 

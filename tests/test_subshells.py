@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conkernelclient import KernelFeatureError
 from conkernelclient.tinykernel import tiny_manager
-from conftest import kernel, run
+from conftest import kernel, run, settled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,7 +81,7 @@ def test_kernel_without_subshells_gets_a_clear_error():
             with pytest.raises(KernelFeatureError): await kc.list_subshells()
             with pytest.raises(KernelFeatureError):
                 async with kc.subshells(2): pass
-            assert kc._pending == {}
+            assert settled(kc)
     run(main())
 
 def test_cli_parallel_runs_snippets_on_subshells():

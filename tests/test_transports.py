@@ -3,7 +3,7 @@ import asyncio, os, signal, time
 import pytest
 from conkernelclient import ClientClosedError, DeadKernelError, KernelRestartedError
 from conkernelclient.subshells import SubshellPool
-from conftest import kernel, run
+from conftest import kernel, run, settled
 from servers import remote_kernel, running_requests
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,7 +27,7 @@ def test_200_concurrent_requests_each_get_their_own_reply(open_kernel):
             futs = [kc.execute(f'x = {i}', user_expressions=dict(v='x*2'), reply=True, timeout=60) for i in range(200)]
             for i, r in enumerate(await asyncio.gather(*futs)):
                 assert r['content']['user_expressions']['v']['data']['text/plain'] == str(2*i)
-            assert kc._pending == {} and kc._tracks == {}
+            assert settled(kc)
     run(main())
 
 def test_concurrent_requests_get_only_their_own_outputs_and_streams(open_kernel):
@@ -88,7 +88,7 @@ def test_timeout_and_cancel_leave_nothing_behind(open_kernel):
             t = asyncio.ensure_future(kc.execute('import time; time.sleep(0.5)', reply=True))
             await asyncio.sleep(0.05); t.cancel()
             with pytest.raises(asyncio.CancelledError): await t
-            assert kc._pending == {} and (await kc.execute('2', reply=True, timeout=20))['content']['status'] == 'ok'
+            assert settled(kc) and (await kc.execute('2', reply=True, timeout=20))['content']['status'] == 'ok'
     run(main())
 
 def test_restart_fails_pending_and_the_client_carries_on(open_kernel):

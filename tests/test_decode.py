@@ -75,7 +75,7 @@ def test_messages_sharing_a_parent_get_their_own_parent_dicts():
     s = Session(key=b'k')
     parent = s.msg_header('execute_request')
     dec = _Decoder(Session(key=b'k'))
-    a, b = [dec([*s.serialize(s.msg(t, {}, parent=parent))]) for t in ('status', 'execute_reply')]
+    a, b = [dec([*s.serialize(s.msg(t, dict(execution_state='idle') if t=='status' else {}, parent=parent))]) for t in ('status', 'execute_reply')]
     assert a['parent_header'] == b['parent_header'] and a['parent_header'] is not b['parent_header']
     a['parent_header']['msg_id'] = 'changed'
     assert b['parent_header']['msg_id'] == parent['msg_id']

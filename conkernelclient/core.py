@@ -4,16 +4,18 @@
 
 # %% auto #0
 __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'StartTimeoutError', 'ClientLoopError', 'InputError',
-           'ChannelView', 'Result', 'nb_outputs', 'ConKernelClient']
+           'RequestCancelledError', 'RequestTimeoutError', 'ChannelView', 'Result', 'nb_outputs', 'ConKernelClient',
+           'Request', 'Running', 'KernelState']
 
 # %% ../nbs/00_core.ipynb #08d2c3b2
 import asyncio, contextvars, copy, getpass, inspect, itertools, logging, math, numbers, queue, threading, time
-from datetime import datetime
+from datetime import datetime, timezone
 from collections import deque
 from functools import partial, wraps
+from typing import NamedTuple
 
 from fastcore.basics import patch
-from jupyter_client import AsyncKernelClient, KernelManager
+from jupyter_client import AsyncKernelClient
 from jupyter_client.adapter import adapt
 from jupyter_client.client import validate_string_dict
 from jupyter_client.jsonutil import ISO8601_PAT, extract_dates, parse_date
@@ -43,6 +45,22 @@ class ClientLoopError(RuntimeError):
 
 class InputError(RuntimeError):
     "A request's `input()` could not be answered: its `on_input` or `stdin_hook` failed, or nothing was there to answer."
+
+class RequestCancelledError(RuntimeError):
+    "The request was cancelled before the kernel ran it: it never ran, and never will."
+
+# %% ../nbs/00_core.ipynb #5d8c8a0e
+class RequestTimeoutError(TimeoutError):
+    "A request's wait ran out: a `TimeoutError` carrying what came so far, and whether the kernel had started the request."
+    def __init__(self, msg:str, request): # the message; the request's record
+        super().__init__(msg)
+        self.request,self.msg_id,self.state = request,request.msg_id,request.state
+        self.msgs,self.reply = request.msgs, request.reply  # a snapshot: the request may go on after the wait gave up
+
+    @property
+    def started(self): return self.state in ('running', 'replied')
+    @property
+    def outputs(self): return nb_outputs(self.msgs)
 
 # %% ../nbs/00_core.ipynb #d7039233
 class ChannelView:
@@ -97,12 +115,14 @@ class _Inbox:
 
 # %% ../nbs/00_core.ipynb #1b634300
 class Result:
-    "A request's reply and the iopub messages parented to it, in order of arrival."
-    def __init__(self, reply:dict, msgs:list): self.reply,self.msgs = reply,msgs
+    "A request's reply and the iopub messages parented to it, in order of arrival (and its `request`, for timing)."
+    def __init__(self, reply:dict, msgs:list, request=None): self.reply,self.msgs,self.request = reply,msgs,request
     @property
     def status(self): return self.reply['content']['status']
     @property
     def outputs(self): return nb_outputs(self.msgs)
+    @property
+    def timing(self): return {} if self.request is None else self.request.timing
     def __repr__(self): return f"Result({self.reply['msg_type']} {self.status!r}, {len(self.msgs)} iopub messages)"
 
 # %% ../nbs/00_core.ipynb #ac3725a5
@@ -129,29 +149,6 @@ def nb_outputs(msgs:list): # iopub messages of one request
             outs.append(output_from_msg(m))
     return outs
 
-# %% ../nbs/00_core.ipynb #c0baa5b6
-_END = object()  # ends a streaming consumer's queue
-
-class _Track:
-    "The iopub messages and reply of one request; complete once both the reply and its idle status have come."
-    def __init__(self, msg_id:str, fut:asyncio.Future, on_stdin=None):
-        self.msg_id,self.fut,self.on_stdin,self.msgs,self.reply,self.queue,self.timer = msg_id,fut,on_stdin,[],None,None,None
-        self.answering = None  # the task answering its current `input_request`, if any
-        self.done,self.idle = fut.get_loop().create_future(),asyncio.Event()
-
-    def add(self, msg:dict):
-        "Record an iopub message; True once the request is complete."
-        self.msgs.append(msg)
-        if self.queue is not None: self.queue.put_nowait(msg)
-        if msg['msg_type']=='status' and msg['content']['execution_state']=='idle': self.idle.set()
-        return self.idle.is_set() and self.reply is not None
-
-    def replied(self, msg:dict):
-        "Record the reply; True once the request is complete."
-        self.reply = msg
-        if self.queue is not None: self.queue.put_nowait(msg)
-        return self.idle.is_set()
-
 # %% ../nbs/00_core.ipynb #dc0f3949
 class ConKernelClient(AsyncKernelClient):
     "An `AsyncKernelClient` whose requests can all be in flight at once, each awaiting its own reply."
@@ -159,16 +156,118 @@ class ConKernelClient(AsyncKernelClient):
     control_channel_class = Type('conkernelclient.local.ConChannel')
     stdin_channel_class = Type('conkernelclient.local.ConChannel')
     iopub_channel_class = Type('conkernelclient.local.ConChannel')
-    inbox_size = Integer(1000, help="Unawaited replies (and stdin requests) kept per channel for `get_*_msg`").tag(config=True)
+    inbox_size = Integer(1000, help="Unawaited replies (and stdin requests) kept per channel for `get_*_msg`; also how many "
+                         "abandoned requests are remembered, to drop their late replies").tag(config=True)
     iopub_inbox_size = Integer(1000, help="iopub messages kept for `get_iopub_msg`; past it the oldest are dropped").tag(config=True)
+    output_limit = Integer(100_000, help="iopub messages one request keeps; past it its oldest are dropped (and counted)").tag(config=True)
+    keep_finished = Integer(100, help="Finished handles kept, until read, for `kc.request(msg_id)`; past it the oldest are forgotten").tag(config=True)
     watch_interval = Float(0.2, help="Seconds between checks that the kernel is still alive").tag(config=True)
-    interrupt_grace = Float(10, help="Seconds a request interrupted for a failed `on_input` may take to finish").tag(config=True)
+    interrupt_grace = Float(10, help="Seconds a request whose input() was ended may take to finish").tag(config=True)
     probe_interval = Float(1, help="Seconds of silence after which a client without a manager asks the kernel (on control) who it is").tag(config=True)
-    _state,_loop,_heard,_probe = 'new',None,None,None  # lifecycle: new -> starting -> ready -> closed, on one event loop
+    _state,_loop,_heard,_probe,_janitor = 'new',None,None,None,False  # lifecycle: new -> starting -> ready -> closed, on one event loop
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
-    _tasks,_inboxes,_pending,_tracks,_side_tasks,_asking,_may_ask,_channels_stopped = (),{},{},{},(),{},frozenset(),False
+    kernel_info_reply = {}  # the kernel's answer to the start-up `kernel_info`, once it came
+    _requests,_ghosts,_held,_inboxes,_vital,_side,_channels_stopped = {},{},{},{},(),(),False
+    _running,_nsent,_last_busy,_last_idle = {},0,None,None
 
-# %% ../nbs/00_core.ipynb #7caa3ae8
+# %% ../nbs/00_core.ipynb #3a4f0b1c
+@patch
+def _connect_channels(self:ConKernelClient):
+    "Seam: connect to the kernel so that the four channels can `send` (called by `start_channels`, before the routers start)."
+    raise NotImplementedError('no transport: import conkernelclient (ZMQ) or use a RemoteKernelManager client (websocket)')
+
+@patch
+def _spawn_routers(self:ConKernelClient, handlers:dict): # {channel name: `handle(msg, inbox)`}
+    "Seam: start the tasks (`_spawn`) that read the connection and hand each decoded, checked message to its channel's handler."
+    raise NotImplementedError
+
+@patch
+async def _transport_ready(self:ConKernelClient, timeout:float):
+    "Seam: once the kernel has answered, wait until the transport's own parts are ready too (stdin connected, heartbeat running)."
+
+@patch
+def _disconnect(self:ConKernelClient):
+    "Seam: close the connection (called once, when the client stops)."
+
+@patch
+async def _kernel_alive(self:ConKernelClient):
+    "Seam: whether the kernel still exists, asked every `watch_interval` by the watchdog; False fails everything pending."
+    return True
+
+@patch
+def _owner(self:ConKernelClient):
+    "Seam: the manager that owns the kernel (it can interrupt the way the kernelspec says, and restarts it), or None."
+
+# %% ../nbs/00_core.ipynb #e90eb4a9
+_ROUTES = ('shell', 'control', 'iopub', 'stdin')
+
+@patch
+def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
+    "Set up the state of a client whose connection just opened, and start its routers."
+    self._requests,self._ghosts,self._held,self._busy,self._finished,self._asking = {},{},{},{},{},{}
+    self._running,self._last_busy,self._last_idle,self._state_waiters,self._nsent = {},None,None,[],0
+    self._vital,self._side,self._filed = [],set(),itertools.count()
+    self._kernel_session,self._old_sessions = None,set()
+    self.bad_messages,self._error,self._loop,self._state,self._thread = 0,None,loop,'starting',threading.get_ident()
+    self._welcome = loop.create_future()
+    self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
+    for name in _ROUTES: getattr(self, f'{name}_channel').inbox = self._inboxes[name]
+    self._spawn_routers(dict(shell=self._on_reply, control=self._on_reply, iopub=self._on_iopub, stdin=self._on_stdin))
+
+@patch
+def _spawn(self:ConKernelClient, coro):
+    "Run `coro` as a vital task: if it ends by itself, the client dies with it."
+    task = asyncio.create_task(coro)
+    task.add_done_callback(self._vital_done)
+    self._vital.append(task)
+    return task
+
+@patch
+def _aside(self:ConKernelClient, coro):
+    "Run `coro` as a side task: stopping the client cancels it; its own end takes nothing down."
+    task = asyncio.ensure_future(coro)
+    self._side.add(task)
+    task.add_done_callback(self._side.discard)
+    return task
+
+@patch
+def _vital_done(self:ConKernelClient, task:asyncio.Task):
+    "A vital task that ends by itself, other than by our cancel, kills the client."
+    if task.cancelled() or self._state=='closed': return
+    exc = task.exception() or RuntimeError('a background task returned')
+    # a lost kernel, or a refusal the transport names (a server's `OSError`), is said as it is; anything else is a broken client
+    self._close(exc if isinstance(exc, (DeadKernelError, OSError)) else DeadKernelError(f'the client stopped working: {exc!r}'))
+
+# %% ../nbs/00_core.ipynb #0a7c2d91
+_ENDED = frozenset({'done', 'failed', 'cancelled'})
+
+class Request:
+    "One request, from filing to its end: its state, reply, messages and times. `submit` hands it out as a handle."
+    __slots__ = ('client', 'msg_id', 'msg_type', 'channel', 'subshell_id', 'seq', 'state', 'msg', 'log', 'first', 'reply', 'idle',
+                 'error', 'waiter', 'wants', 'timer', 'timeout', 'on_timeout', 'handle', 'on_stdin', 'asking', 'answering', 'may_ask',
+                 'failing', 'arm', 'occupies', 'cancelled', 'read_all', 'to_inbox', 'wake', 'filed_at', 'sent_at', 't_busy', 't_input', 't_idle')
+
+    def __init__(self, client, msg:dict, channel:str, seq:int, log:bool): # its client; the message; 'shell' or 'control'; filing order; keep a log?
+        self.client,self.msg,self.channel,self.seq = client,msg,channel,seq
+        h = msg['header']
+        self.msg_id,self.msg_type,self.subshell_id = h['msg_id'],h['msg_type'],h.get('subshell_id')
+        self.state,self.log,self.first,self.reply,self.idle,self.error = 'queued',[] if log else None,0,None,False,None
+        self.waiter=self.wants=self.timer=self.timeout=self.on_stdin=self.asking=self.answering=self.failing=self.wake = None
+        self.filed_at=self.sent_at=self.t_busy=self.t_input=self.t_idle = None
+        self.on_timeout,self.handle,self.may_ask,self.arm,self.occupies,self.cancelled,self.read_all,self.to_inbox = 'leave',*[False]*7
+
+    def __repr__(self): return f'<Request {self.msg_type} {self.msg_id} {self.state}>'
+    def done(self): return self.state in _ENDED
+    @property
+    def started(self): return self.t_busy is not None or self.t_input is not None or self.reply is not None
+    @property
+    def msgs(self): return [] if self.log is None else [m for m in self.log if m is not self.reply]
+    @property
+    def outputs(self): return nb_outputs(self.msgs)
+    @property
+    def dropped(self): return self.first
+
+# %% ../nbs/00_core.ipynb #2cdf0a7a
 def _running_loop():
     "The running event loop, or None outside async code."
     try: return asyncio.get_running_loop()
@@ -190,6 +289,12 @@ def _check_loop(self:ConKernelClient):
     raise ClientLoopError('this client belongs to the event loop that started it: call it from there, or start a new client '
                               'in this loop (asyncio objects cannot be shared between loops)')
 
+@patch
+def _check_not_restarting(self:ConKernelClient):
+    "Refuse to send while the manager restarts the kernel: the old kernel would take the request to its grave, and a new one still starting could die of an interrupt."
+    if getattr(self.parent, 'restarting', False):
+        raise KernelRestartedError('the kernel is being restarted: send the request again once `restart_kernel` has returned')
+
 def _check_timeout(timeout):
     "A timeout is None (wait as long as the kernel lives) or a finite, non-negative number of seconds."
     if timeout is None: return
@@ -204,145 +309,148 @@ def _check_str(val, name:str):
     if not isinstance(val, str): raise TypeError(f'{name} must be a str, not {type(val).__name__}')
     return val
 
-# %% ../nbs/00_core.ipynb #2cdf0a7a
+_POLICIES = ('leave', 'interrupt', 'detach')
+
+def _check_policy(on_timeout):
+    "`on_timeout` is one of `_POLICIES`."
+    if on_timeout not in _POLICIES: raise ValueError(f'on_timeout must be one of {_POLICIES}, not {on_timeout!r}')
+
+# %% ../nbs/00_core.ipynb #2b7f4c66
 class _Reply(asyncio.Future):
-    "The future of one reply; cancelling it unfiles its request at once."
-    __slots__ = ('client', 'msg_id', 'timer', 'seq')  # thousands may be in flight; `seq` orders them by filing
+    "A caller's wait for a request's reply (or `Result`); cancelling it gives up the wait at once, as the request's `on_timeout` says."
+    __slots__ = ('request',)
     def cancel(self, msg=None):
         if not super().cancel(msg): return False
-        self.client._unfile(self)
-        self.client._abandon(self.msg_id)
+        req = self.request
+        if req.waiter is self: req.client._give_up(req)
         return True
 
 @patch
-def _file(self:ConKernelClient, msg_id:str, timeout:float|None):
-    "File a future for the reply to `msg_id`, failed with `TimeoutError` after `timeout` seconds."
-    if msg_id in self._pending or msg_id in self._tracks: raise ValueError(f'a request with msg_id {msg_id!r} is already pending')
-    loop = self._loop
-    fut = self._pending[msg_id] = _Reply(loop=loop)
-    fut.client, fut.msg_id, fut.seq = self, msg_id, next(self._filed)
-    fut.timer = None if timeout is None else loop.call_later(timeout, self._expire, fut, timeout)
+def _file(self:ConKernelClient, req:Request):
+    "Register `req` under its `msg_id`, refusing an id still in use."
+    mid = req.msg_id
+    if mid in self._requests: raise ValueError(f'a request with msg_id {mid!r} is already pending')
+    if mid in self._ghosts: raise ValueError(f'msg_id {mid!r} belongs to a request the kernel may still be answering (its caller stopped '
+                                             'waiting): its messages would be taken for the new request\'s, so choose a new msg_id')
+    self._requests[mid] = req
+
+@patch
+def _wait_on(self:ConKernelClient, req:Request, wants:str, timeout:float|None): # 'reply' or 'result'
+    "Give `req` a caller's waiter, resolved with its reply or its `Result`; it gives up after `timeout` seconds."
+    fut = req.waiter = _Reply(loop=self._loop)
+    fut.request,req.wants,req.timeout = req,wants,timeout
+    if timeout is not None: req.timer = self._loop.call_later(timeout, _expire, req)
     return fut
 
-@patch
-def _unfile(self:ConKernelClient, fut:_Reply):
-    "Remove `fut` from the pending requests and stop its timer."
-    if self._pending.get(fut.msg_id) is fut: del self._pending[fut.msg_id]
-    if fut.timer is not None: fut.timer.cancel()
+def _expire(req:Request):
+    "The timer of `req`'s waiter ran out."
+    req.timer = None
+    req.client._give_up(req, timed_out=True)
 
-@patch
-def _fail(self:ConKernelClient, fut:_Reply, exc:BaseException):
-    "End `fut` with `exc`: unfiled, and its late reply to be dropped."
-    self._unfile(fut)
-    self._abandon(fut.msg_id)
-    if fut.done(): return
-    fut.set_exception(exc)
-    fut.exception()  # marks it retrieved: a caller that never awaits a failed request is not a bug worth a log line
-
-@patch
-def _expire(self:ConKernelClient, fut:_Reply, timeout:float):
-    "Fail `fut` with `TimeoutError`: its reply did not come in time."
-    self._fail(fut, TimeoutError(f'no reply to request {fut.msg_id} within {timeout} s'))
-
-@patch
-def _abandon(self:ConKernelClient, msg_id:str):
-    "Remember, boundedly, that nobody waits for `msg_id` any more, so its late reply is dropped."
-    self._abandoned[msg_id] = None
-    if len(self._abandoned) > self.inbox_size: del self._abandoned[next(iter(self._abandoned))]
-
-# %% ../nbs/00_core.ipynb #a878134d
-@patch
-def _track(self:ConKernelClient, msg_id:str, fut:asyncio.Future, timeout:float|None, on_stdin=None):
-    "Follow request `msg_id` beyond its reply `fut`: its iopub messages, its stdin, its idle status."
-    tr = self._tracks[msg_id] = _Track(msg_id, fut, on_stdin)
-    deadline = None if timeout is None else self._loop.time()+timeout
-    fut.add_done_callback(partial(self._replied, tr, deadline))
-    tr.done.add_done_callback(partial(self._untrack, tr))
-    return tr
-
-@patch
-def _replied(self:ConKernelClient, tr:_Track, deadline:float|None, fut:asyncio.Future):
-    "The reply future of a tracked request ended: complete the track, fail it, or wait (boundedly) for idle."
-    if tr.done.done(): return
-    if fut.cancelled(): return tr.done.cancel()
-    if fut.exception() is not None: return self._settle(tr, fut.exception())
-    if tr.replied(fut.result()): return self._settle(tr)
-    if deadline is not None:
-        exc = TimeoutError(f'the reply to {tr.msg_id} came, but not its idle status, in time')
-        tr.timer = asyncio.get_running_loop().call_at(deadline, self._settle, tr, exc)
-
-@patch
-def _settle(self:ConKernelClient, tr:_Track, exc:BaseException|None=None):
-    "End `tr`: with its `Result`, or failed with `exc`, and its reply future with it."
-    if tr.done.done(): return
-    if exc is None: return tr.done.set_result(Result(tr.reply, tr.msgs))
-    tr.done.set_exception(exc)
-    self._fail(tr.fut, exc)  # the track owns its reply future, even one unfiled while the kernel is interrupted
-
-@patch
-def _untrack(self:ConKernelClient, tr:_Track, done:asyncio.Future):
-    "Done-callback of a track: forget it and its timer, end its stream, and drop its reply future if still pending."
-    if self._tracks.get(tr.msg_id) is tr: del self._tracks[tr.msg_id]
-    if tr.timer is not None: tr.timer.cancel()
-    if tr.queue is not None: tr.queue.put_nowait(_END)
-    if not tr.fut.done(): tr.fut.cancel()
-    if tr.answering is not None and not tr.answering.done(): self._stop_answering(tr, done)
-    if not done.cancelled(): done.exception()  # marks it retrieved
-
-@patch
-def _stop_answering(self:ConKernelClient, tr:_Track, done:asyncio.Future):
-    "The caller gave up while its `on_input` was still answering: stop that, and get the kernel out of `input()`."
-    tr.answering.cancel()
-    abandoned = done.cancelled() or isinstance(done.exception(), TimeoutError)  # not a restart, death or stop: no kernel to free
-    if abandoned and self._state!='closed': self._background(self._interrupt_kernel())
-
-# %% ../nbs/00_core.ipynb #0deae644
+# %% ../nbs/00_core.ipynb #35a0b4e8
 @patch
 def _request(self:ConKernelClient,
              channel:str, # 'shell' or 'control'
              msg_type:str, # e.g. 'execute_request'
              content:dict, # The request's content
              reply:bool=False, # Return a future of the reply instead of the msg_id
-             timeout:float|None=None, # Seconds for the request; None: as long as the kernel lives
+             timeout:float|None=None, # Seconds the caller waits; None: as long as the kernel lives
              msg_id:str|None=None, # A caller-chosen msg_id (default: a fresh one)
              subshell_id:str|None=None, # Run on this subshell (JEP 91)
              outputs:bool=False, # Return a future of the `Result`: reply and iopub messages
-             on_stdin=None): # `async f(input_request)` that answers the request's `input()` calls
-    "Send a request now; return its msg_id, or a future of its reply (`reply`) or `Result` (`outputs`)."
+             on_stdin=None, # `async f(input_request)` that answers the request's `input()` calls
+             on_timeout:str='leave', # When the wait gives up: 'leave' the code running, 'interrupt' it (never run it), or 'detach'
+             handle:bool=False, # Return the `Request` itself, a handle to wait on, read and cancel later
+             ready_check:bool=False): # The start-up handshake's own request, allowed while a restart runs
+    "Send a request now (or hold it until its shell is free); return its msg_id, a future of its reply or `Result`, or its handle."
     self._check_open()
-    self._check_not_restarting()
-    _check_timeout(timeout)
+    if not ready_check: self._check_not_restarting()
+    _check_timeout(timeout); _check_policy(on_timeout)
     msg = self.session.msg(msg_type, content)
-    if msg_id is not None:
-        if msg_id in self._pending or msg_id in self._tracks: raise ValueError(f'a request with msg_id {msg_id!r} is already pending')
-        msg['header']['msg_id'] = msg['msg_id'] = _check_str(msg_id, 'msg_id')
+    if msg_id is not None: msg['header']['msg_id'] = msg['msg_id'] = _check_str(msg_id, 'msg_id')
     if subshell_id is not None: msg['header']['subshell_id'] = _check_str(subshell_id, 'subshell_id')
-    mid,tracked = msg['msg_id'],outputs or on_stdin is not None
-    if on_stdin is not None or content.get('allow_stdin'): self._may_ask.add(mid)  # until it replies, it may ask for input
-    fut = self._file(mid, timeout) if reply or tracked else None
-    tr = self._track(mid, fut, timeout, on_stdin) if tracked else None
-    try: getattr(self, f'{channel}_channel').send(msg)
-    except BaseException:
-        if tr is not None: tr.done.cancel()
-        if fut is not None: fut.cancel()  # which unfiles it at once
-        raise
-    return tr.done if outputs else fut if reply else mid
+    req = Request(self, msg, channel, next(self._filed), outputs or handle or on_stdin is not None or on_timeout=='detach')
+    req.on_timeout,req.handle,req.on_stdin = on_timeout,handle,on_stdin
+    req.may_ask = on_stdin is not None or bool(content.get('allow_stdin'))  # until it replies, it may ask for input
+    self._file(req)
+    req.filed_at = time.time()
+    fut = self._wait_on(req, 'result' if outputs else 'reply', timeout) if reply or outputs else None
+    if channel=='shell' and (handle or on_timeout=='interrupt') and not self._shell_free(req.subshell_id): self._hold(req)
+    else:
+        try: self._send_now(req, req.filed_at)
+        except BaseException:
+            req.waiter = None  # no one gave up: the request never was
+            self._unfile(req)
+            if fut is not None: fut.cancel()
+            raise
+    if fut is None and req.log is None: req.to_inbox = True; self._haunt(req)  # fire-and-forget: nobody waits, its reply goes to the inbox
+    return req if handle else fut if fut is not None else req.msg_id
 
 @patch
-def _check_not_restarting(self:ConKernelClient):
-    "Refuse to send while the manager restarts the kernel: the old kernel would take the request to its grave."
-    if getattr(self.parent, 'restarting', False):
-        raise KernelRestartedError('the kernel is being restarted: send the request again once `restart_kernel` has returned')
+def _send_now(self:ConKernelClient, req:Request, now:float): # the time it is sent (`time.time()`)
+    "Send a filed request now: it occupies its shell, and its send time is noted."
+    msg, req.msg = req.msg, None
+    getattr(self, f'{req.channel}_channel').send(msg)
+    req.sent_at = now
+    self._state_to(req, 'sent')
+    if req.channel=='shell': self._occupy(req)
+
+@patch
+def _state_to(self:ConKernelClient, req:Request, state:str):
+    "Move `req` to `state`, keeping count of the requests sent and not yet started."
+    if req.state=='sent': self._nsent -= 1
+    if state=='sent': self._nsent += 1
+    req.state = state
+
+# %% ../nbs/00_core.ipynb #1e9d2a4c
+@patch
+def _occupy(self:ConKernelClient, req:Request):
+    "Count `req` as occupying its shell until it replies or ends."
+    req.occupies,key = True,req.subshell_id
+    self._busy[key] = self._busy.get(key, 0) + 1
+
+@patch
+def _vacate(self:ConKernelClient, req:Request):
+    "`req` no longer occupies its shell: release what is held there."
+    if not req.occupies: return
+    req.occupies,key = False,req.subshell_id
+    n = self._busy[key]-1
+    if n: self._busy[key] = n
+    else: del self._busy[key]
+    if self._held: self._release(key)
+
+@patch
+def _shell_free(self:ConKernelClient, key:str|None): # a subshell_id; None: the main shell
+    "Whether shell `key` runs nothing: no request of ours occupies it, and none of another client's runs there as far as iopub tells."
+    if self._busy.get(key): return False
+    r = self._running.get(key)
+    return r is None or r.own  # our own request shows as running until its idle, but has already replied
+
+@patch
+def _hold(self:ConKernelClient, req:Request):
+    "Keep `req` on the client until its shell is free."
+    self._held.setdefault(req.subshell_id, deque()).append(req)
+
+@patch
+def _release(self:ConKernelClient, key:str|None):
+    "Send the requests held for shell `key`, oldest first, while it is free."
+    q = self._held.get(key)
+    while q and self._shell_free(key):
+        req = q.popleft()
+        if req.state!='queued': continue  # ended while held: never to be sent
+        try: self._send_now(req, time.time())
+        except Exception as e: self._end(req, e)
+    if q is not None and not q: del self._held[key]
 
 # %% ../nbs/00_core.ipynb #b892418d
 def _requester(msg_type:str, channel:str='shell', reply_default:bool=False):
     "Turn a function returning a `msg_type` request's content into a routed request method."
     def deco(f):
         @wraps(f)
-        def _f(self, *args, reply=reply_default, timeout=None, msg_id=None, subshell_id=None, outputs=False, **kwargs):
+        def _f(self, *args, reply=reply_default, timeout=None, msg_id=None, subshell_id=None, outputs=False, on_timeout='leave', **kwargs):
             content = f(self, *args, **kwargs)
             return self._request(channel, msg_type, content, reply=reply, timeout=timeout, msg_id=msg_id,
-                                 subshell_id=subshell_id, outputs=outputs)
+                                 subshell_id=subshell_id, outputs=outputs, on_timeout=on_timeout)
         return _f
     return deco
 
@@ -364,8 +472,8 @@ def execute(self:ConKernelClient,
             user_expressions:dict|None=None, # {name: expression} evaluated after the code
             allow_stdin:bool|None=None, # Let the code call `input()`; default: whether `on_input` is given
             stop_on_error:bool=True, # Abort the executes queued behind this one if it fails
-            *, on_input=None, # `f(prompt, password)` answering `input()` with a str (may be async); if it fails, the request is interrupted and fails with that error
-            **opts): # Routing options of `_request`: reply, timeout, msg_id, subshell_id, outputs
+            *, on_input=None, # `f(prompt, password)` answering `input()` with a str (may be async); if it fails, the request is ended and fails with that error
+            **opts): # Routing options of `_request`: reply, timeout, msg_id, subshell_id, outputs, on_timeout
     "Run `code`: returns the msg_id, or a future of the `execute_reply` (`reply=True`) or of the `Result` (`outputs=True`)."
     if on_input is not None and not callable(on_input): raise TypeError(f'on_input must be callable, not {type(on_input).__name__}')
     content = _execute_content(code, silent, store_history, user_expressions,
@@ -425,195 +533,444 @@ def interrupt(self:ConKernelClient):
 
 @patch
 def shell_request(self:ConKernelClient, msg_type:str, *, reply:bool=True, timeout:float|None=None, msg_id:str|None=None,
-                  subshell_id:str|None=None, outputs:bool=False, **content):
+                  subshell_id:str|None=None, outputs:bool=False, on_timeout:str='leave', **content):
     "Send any `msg_type` request with `content` on shell; by default returns a future of its reply."
     return self._request('shell', _check_str(msg_type, 'msg_type'), content, reply=reply, timeout=timeout, msg_id=msg_id,
-                         subshell_id=subshell_id, outputs=outputs)
+                         subshell_id=subshell_id, outputs=outputs, on_timeout=on_timeout)
 
 @patch
-def control_request(self:ConKernelClient, msg_type:str, *, reply:bool=True, timeout:float|None=None, msg_id:str|None=None, **content):
+def control_request(self:ConKernelClient, msg_type:str, *, reply:bool=True, timeout:float|None=None, msg_id:str|None=None,
+                    on_timeout:str='leave', **content):
     "Send any `msg_type` request with `content` on control; by default returns a future of its reply."
-    return self._request('control', _check_str(msg_type, 'msg_type'), content, reply=reply, timeout=timeout, msg_id=msg_id)
+    return self._request('control', _check_str(msg_type, 'msg_type'), content, reply=reply, timeout=timeout, msg_id=msg_id,
+                         on_timeout=on_timeout)
+
+# %% ../nbs/00_core.ipynb #a9f0c311
+@patch
+def _record(self:ConKernelClient, msg_id:str|None):
+    "The record of request `msg_id`, live or ghost; None if there is none."
+    return self._requests.get(msg_id) or self._ghosts.get(msg_id)
+
+@patch
+def _on_reply(self:ConKernelClient, msg:dict, inbox:_Inbox):
+    "A reply: to its request's record; to `inbox` too if its request is fire-and-forget, or none of ours."
+    if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return  # an old kernel's late reply
+    mid = msg['parent_header'].get('msg_id')
+    req = self._record(mid)
+    if req is not None: self._replied(req, msg)
+    if req is None or req.to_inbox: inbox.put(msg)  # a fire-and-forget request's reply, or one of nobody's; an abandoned one's is dropped
+
+@patch
+def _on_iopub(self:ConKernelClient, msg:dict, inbox:_Inbox):
+    "An iopub message: generation, kernel state, its request, else `inbox`."
+    if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return
+    if msg['msg_type']=='iopub_welcome' and not self._welcome.done(): self._welcome.set_result(msg)
+    req = self._record(msg['parent_header'].get('msg_id'))
+    kept = req is not None and self._published(req, msg)
+    if msg['msg_type']=='status': self._observe(msg, req)
+    if not kept: inbox.put(msg)
+
+@patch
+def _on_stdin(self:ConKernelClient, msg:dict, inbox:_Inbox):
+    "An `input_request`: answered by its request's `on_input`; ended if nobody will answer it; else kept for `get_stdin_msg`."
+    mid = msg['parent_header'].get('msg_id')
+    req = self._requests.get(mid)
+    if req is not None and req.on_stdin is not None:
+        req.asking,req.answering = msg,self._aside(self._answer(req, msg))
+        return
+    if req is None and (ghost := self._ghosts.get(mid)) is not None:
+        _log.warning('ending an input() of request %s: nobody will answer it (its caller gave up, or its client stopped)', mid)
+        return self._aside(self._end_input(ghost, msg))
+    self._asking[mid] = msg
+    inbox.put(msg)
+
+# %% ../nbs/00_core.ipynb #3f2e0b88
+def _msg_date(msg): return msg['header'].get('date')
+
+def _wake(req:Request):
+    "Wake whoever waits for news of `req` (its readers, its handle's waits)."
+    if req.wake is not None:
+        req.wake.set_result(None)
+        req.wake = None
+
+@patch
+def _replied(self:ConKernelClient, req:Request, msg:dict):
+    "Record `req`'s reply: a reply-waiter has what it wants now; the request ends once its idle status has come too."
+    req.reply = msg
+    if req.state!='replied': self._state_to(req, 'replied')
+    self._no_more_input(req)
+    self._vacate(req)
+    if req.log is not None: req.log.append(msg)
+    w = req.waiter
+    if w is not None and req.wants=='reply' and req.failing is None:
+        req.waiter = None
+        if req.timer is not None: req.timer.cancel()
+        if not w.done(): w.set_result(msg)
+    if req.idle: return self._end(req, req.failing)
+    if req.waiter is None and req.log is None: self._haunt(req)  # nobody reads it: keep only what its idle needs
+    _wake(req)
+
+@patch
+def _published(self:ConKernelClient, req:Request, msg:dict):
+    "Note an iopub message of `req` (state, times) and log it if `req` keeps a log; True if it did."
+    kind = msg['msg_type']
+    if kind=='status':
+        state = msg['content']['execution_state']
+        if state=='busy': req.t_busy = _msg_date(msg); self._started(req)
+        elif state=='idle': req.t_idle,req.idle = _msg_date(msg),True
+    elif kind=='execute_input': req.t_input = _msg_date(msg); self._started(req)
+    log = req.log
+    if log is not None:
+        log.append(msg)
+        if len(log) > self.output_limit:
+            n = len(log)-self.output_limit
+            del log[:n]
+            req.first += n
+        _wake(req)
+    if req.idle and req.reply is not None: self._end(req, req.failing)
+    return log is not None
+
+@patch
+def _started(self:ConKernelClient, req:Request):
+    "The kernel has started `req`: if it was armed by a cancel or timeout while still queued, interrupt it now."
+    if req.state!='sent': return
+    self._state_to(req, 'running')
+    if req.arm: self._aside(self._interrupt_request(req))
+    if self._state_waiters: self._check_waiters()
+
+# %% ../nbs/00_core.ipynb #dfec0125
+_CONTROL = frozenset({'interrupt_request', 'shutdown_request', 'debug_request', 'usage_request', 'kernel_info_request',
+                      'create_subshell_request', 'delete_subshell_request', 'list_subshell_request'})  # not on a shell, or not for long
+
+class Running(NamedTuple):
+    "A request the kernel is running, as iopub tells."
+    msg_id:str; msg_type:str|None; own:bool; since:datetime|None
+
+@patch
+def _observe(self:ConKernelClient, msg:dict, req:Request|None):
+    "Follow the kernel's activity from a status message: what runs on each shell, and when it was last busy and idle."
+    p = msg['parent_header']
+    mid = p.get('msg_id')
+    if not mid or (req.channel=='control' if req is not None else p.get('msg_type') in _CONTROL): return
+    key, state = p.get('subshell_id'), msg['content']['execution_state']
+    if state=='busy':
+        self._running[key] = Running(mid, p.get('msg_type'), p.get('session')==self.session.session, _msg_date(msg))
+        self._last_busy = _msg_date(msg)
+    elif state=='idle':
+        self._last_idle = _msg_date(msg)
+        if (r := self._running.get(key)) is not None and r.msg_id==mid:
+            del self._running[key]
+            if self._held: self._release(key)
+    if self._state_waiters: self._check_waiters()
+
+# %% ../nbs/00_core.ipynb #6f56a6b7
+@patch
+def _unfile(self:ConKernelClient, req:Request):
+    "Take `req` out of every registry (requests, ghosts, the hold), stop its timer, and free its shell and its input."
+    mid = req.msg_id
+    if self._requests.get(mid) is req: del self._requests[mid]
+    elif self._ghosts.get(mid) is req: del self._ghosts[mid]
+    if req.state=='queued' and req in (q := self._held.get(req.subshell_id, ())):
+        q.remove(req)
+        if not q: del self._held[req.subshell_id]
+    req.msg = None
+    if req.timer is not None: req.timer.cancel(); req.timer = None
+    self._no_more_input(req)
+    self._vacate(req)
+
+@patch
+def _no_more_input(self:ConKernelClient, req:Request):
+    "`req` asks for no more input: it replied, or it ended."
+    req.may_ask = False
+    if self._asking: self._asking.pop(req.msg_id, None)
+
+@patch
+def _end(self:ConKernelClient, req:Request, exc:BaseException|None=None):
+    "End `req`, the one way a request ends: with its result, or failed with `exc`; its waiter, readers and registry entries go with it."
+    if req.state in _ENDED: return
+    self._unfile(req)
+    self._state_to(req, 'done' if exc is None else 'cancelled' if isinstance(exc, RequestCancelledError) else 'failed')
+    req.error = exc
+    if (w := req.waiter) is not None:
+        req.waiter = None
+        if w.done(): pass
+        elif exc is not None: w.set_exception(exc); w.exception()  # retrieved: a caller that never awaits a failure is no bug worth a log
+        else: w.set_result(req.reply if req.wants=='reply' else Result(req.reply, req.msgs, req))
+    if req.answering is not None and not req.answering.done(): req.answering.cancel()
+    _wake(req)
+    if req.handle and not req.read_all: self._keep_finished(req)
+    if self._state_waiters: self._check_waiters()
+    if self._janitor: self._janitor_check()
+
+@patch
+def _haunt(self:ConKernelClient, req:Request):
+    "Keep `req` only as a ghost: nobody waits for it, but its kernel may still send its messages (its reply is dropped, or kept in the inbox if it was fire-and-forget)."
+    if self._requests.get(req.msg_id) is req: del self._requests[req.msg_id]
+    req.log = None
+    self._ghosts[req.msg_id] = req
+    if len(self._ghosts) > self.inbox_size: self._end(next(iter(self._ghosts.values())))  # the oldest is forgotten
+
+# %% ../nbs/00_core.ipynb #9c2e4a77
+_WHERE = dict(queued='it was still held on the client, behind a request on its shell', sent='the kernel had not started it (it waited in the kernel\'s queue)',
+              running='it was still running', replied='its reply came, but not its idle status')
+
+@patch
+def _give_up(self:ConKernelClient, req:Request, timed_out:bool=False):
+    "The caller stopped waiting for `req` (its timeout ran out, or it was cancelled): fail the wait, then do as `on_timeout` says."
+    waiter, state = req.waiter, req.state
+    req.waiter = None
+    if req.timer is not None: req.timer.cancel(); req.timer = None
+    exc = RequestTimeoutError('', req, state, req.msgs) if timed_out else None
+    note = self._apply_policy(req)
+    if exc is not None:
+        exc.args = (f'request {req.msg_id} ({req.msg_type}) did not complete within {req.timeout} s: {_WHERE[state]}{note}',)
+        if waiter is not None and not waiter.done(): waiter.set_exception(exc); waiter.exception()
+
+@patch
+def _apply_policy(self:ConKernelClient, req:Request):
+    "Do to `req` what its `on_timeout` says, now that nobody waits for it; a note saying what was done."
+    state, where = req.state, '' if req.subshell_id is None else f' on subshell {req.subshell_id}'
+    if req.on_timeout=='detach':
+        req.handle = True
+        return '; detached: it goes on, and the exception\'s `.request` follows it'
+    if req.on_timeout=='interrupt' and req.channel=='shell':
+        if state=='queued':
+            self._end(req, RequestCancelledError(f'request {req.msg_id} gave up before it was sent'))
+            return '; it was never sent, and will never run'
+        if req.subshell_id is not None and state in ('sent', 'running'):
+            note = f'; it runs on{where}: the protocol can interrupt only the main shell'
+        elif state=='sent': req.arm, note = True, '; it will be interrupted the moment it starts'
+        elif state=='running': self._aside(self._interrupt_request(req)); note = '; it is being interrupted'
+        else: note = ''
+    else: note = '' if state in ('queued', 'replied') else f'; it runs on{where} in the kernel'
+    self._abandon(req)
+    return note
+
+@patch
+def _abandon(self:ConKernelClient, req:Request):
+    "Nobody waits for `req` any more: stop answering its input, and keep it as a ghost until its kernel is done with it."
+    if req.answering is not None and not req.answering.done():
+        req.answering.cancel()
+        if req.asking is not None: self._aside(self._end_input(req, req.asking))
+    if req.state=='queued': return self._end(req, RequestCancelledError(f'request {req.msg_id} was given up before it was sent'))
+    self._haunt(req)
+
+# %% ../nbs/00_core.ipynb #5d8c8a0f
+@patch
+def __init__(self:RequestTimeoutError, msg:str, request:Request, state:str|None=None, msgs:list|None=None): # the message; the request's record; its state and messages when the wait ran out
+    TimeoutError.__init__(self, msg)
+    self.request,self.msg_id = request,request.msg_id
+    self.state = request.state if state is None else state
+    self.msgs = request.msgs if msgs is None else msgs
+    self.reply = request.reply
+
+# %% ../nbs/00_core.ipynb #2a1f0b3c
+@patch
+async def _interrupt_request(self:ConKernelClient, req:Request):
+    "Interrupt the kernel if `req` is what its main shell runs now; True if the interrupt was sent."
+    for _ in range(3): await asyncio.sleep(0)  # let the routers hand on what has arrived: decide on the freshest news there is
+    if req.subshell_id is not None or req.state!='running' or req.idle: return False
+    await self._interrupt_kernel()
+    return True
+
+@patch
+async def _interrupt_kernel(self:ConKernelClient, message:bool=False): # send an `interrupt_request` whatever the kernelspec says
+    "Interrupt the kernel the way its kernelspec asks (signal or message) when a manager owns it, else with an `interrupt_request`."
+    km = self._owner()
+    if getattr(km if km is not None else self.parent, 'restarting', False): return  # a kernel still starting could die of it
+    try:
+        if km is not None and not message: await ensure_async(km.interrupt_kernel())
+        else: self.control_channel.send(self.session.msg('interrupt_request', {}))  # no record: a stopped client's janitor sends it too
+    except Exception as e: _log.warning('could not interrupt the kernel: %r', e)
+
+def _interrupt_mode(km):
+    "How the kernelspec of manager `km` (None: no manager) says to interrupt the kernel: 'signal', 'message', or None if it does not say."
+    return getattr(getattr(km, 'kernel_spec', None), 'interrupt_mode', None)
+
+# %% ../nbs/00_core.ipynb #6d0c1e3f
+@patch
+def submit(self:ConKernelClient, code:str, # Code to run
+           **kwargs): # `execute` options (on_input, subshell_id, msg_id, silent, ...); no reply, outputs, timeout or on_timeout: a handle waits when asked
+    "Run `code` and return its `Request` at once: a handle to wait on, read and cancel later."
+    if (bad := {'reply', 'outputs', 'timeout', 'on_timeout', 'handle'} & kwargs.keys()):
+        raise TypeError(f'submit returns a handle, which takes no {", ".join(sorted(bad))}: pass a timeout to its `wait`')
+    return self.execute(code, handle=True, **kwargs)
+
+@patch
+def request(self:ConKernelClient, msg_id:str):
+    "The handle of request `msg_id`: running, or finished and not yet read; `KeyError` if the client does not keep it."
+    req = self._requests.get(msg_id) or self._finished.get(msg_id)
+    if req is None or not req.handle: raise KeyError(f'no handle for request {msg_id!r}: it is not one of this client\'s handles, or it was read or forgotten')
+    return req
+
+@patch
+def _keep_finished(self:ConKernelClient, req:Request):
+    "Keep a finished handle until it is read, forgetting the oldest past `keep_finished`."
+    self._finished[req.msg_id] = req
+    while len(self._finished) > self.keep_finished: del self._finished[next(iter(self._finished))]
+
+# %% ../nbs/00_core.ipynb #1c2d3e4f
+@patch
+def _news(self:Request):
+    "A future that the next news of this request (a message, a state change, its end) resolves."
+    if self.wake is None: self.wake = self.client._loop.create_future()
+    return self.wake
+
+@patch
+async def wait(self:Request, timeout:float|None=None): # Seconds to wait; None: until it ends. The request is never cancelled by this
+    "The request's `Result` once it has ended (or its error); `RequestTimeoutError` after `timeout` seconds, leaving it running."
+    self.client._check_loop(); _check_timeout(timeout)
+    deadline = None if timeout is None else self.client._loop.time()+timeout
+    while not self.done():
+        left = None if deadline is None else deadline-self.client._loop.time()
+        if left is not None and left <= 0:
+            raise RequestTimeoutError(f'request {self.msg_id} did not complete within {timeout} s: {_WHERE[self.state]}; it goes on', self)
+        await asyncio.wait((self._news(),), timeout=left)
+    self._mark_read()
+    if self.error is not None: raise copy.copy(self.error)
+    return Result(self.reply, self.msgs, self)
+
+@patch
+def read(self:Request, cursor:int=0): # What an earlier `read` returned; 0: from the start
+    "The messages since `cursor` (iopub messages, and the reply in its place) and the cursor to pass next time."
+    log = self.log or []
+    new, end = log[max(cursor-self.first, 0):], self.first+len(log)
+    if self.done(): self._mark_read()
+    return new, end
+
+@patch
+async def __aiter__(self:Request):
+    "Each message of the request as it comes (the reply in its place), until it ends."
+    cursor = 0
+    while True:
+        new, cursor = self.read(cursor)
+        for msg in new: yield msg
+        if self.done(): return
+        await asyncio.wait((self._news(),))
+
+@patch
+def _mark_read(self:Request):
+    "The request's outcome was handed over: the client need not keep its handle any more."
+    self.read_all = True
+    self.client._finished.pop(self.msg_id, None)
+
+@patch
+async def cancel(self:Request):
+    "Stop the request: held, it never runs; in the kernel, it is interrupted once running (main shell only). True if it will be stopped."
+    kc = self.client
+    kc._check_loop()
+    if self.done() or self.state=='replied' or (self.subshell_id is not None and self.state!='queued'): return False
+    self.cancelled = True
+    if self.state=='queued': kc._end(self, RequestCancelledError(f'request {self.msg_id} was cancelled before it was sent: it never ran'))
+    elif self.state=='sent': self.arm = True
+    else: return await kc._interrupt_request(self)
+    return True
+
+# %% ../nbs/00_core.ipynb #5f6e7d8c
+_UTC_TZ = timezone.utc
+
+@patch(as_prop=True)
+def timing(self:Request):
+    "When it was sent (`client.sent`) and the kernel's times, under nbclient's `record_timing` keys."
+    t = {'client.submitted': _utc(self.filed_at), 'client.sent': _utc(self.sent_at),
+         'iopub.status.busy': self.t_busy, 'iopub.execute_input': self.t_input,
+         'shell.execute_reply.started': None, 'shell.execute_reply': None, 'iopub.status.idle': self.t_idle}
+    if self.reply is not None:
+        started = self.reply['metadata'].get('started')
+        t['shell.execute_reply.started'] = _date(started) if isinstance(started, str) else started
+        t['shell.execute_reply'] = _msg_date(self.reply)
+    return {k: v for k,v in t.items() if v is not None}
+
+def _utc(t:float|None): return None if t is None else datetime.fromtimestamp(t, _UTC_TZ)
+
+def _secs(a, b): return None if a is None or b is None else (b-a).total_seconds()
+
+@patch(as_prop=True)
+def queue_wait(self:Request):
+    "Seconds between asking for the request (a held one waits on the client first) and the kernel starting it (None until it has started)."
+    t = self.timing
+    return _secs(t.get('client.submitted'), t.get('shell.execute_reply.started') or t.get('iopub.status.busy'))
+
+@patch(as_prop=True)
+def run_time(self:Request):
+    "Seconds the kernel ran the request: from its start to its reply (None until it has replied)."
+    t = self.timing
+    return _secs(t.get('shell.execute_reply.started') or t.get('iopub.status.busy'), t.get('shell.execute_reply'))
 
 # %% ../nbs/00_core.ipynb #d06ff6e5
 @patch
 async def stream(self:ConKernelClient, code:str, # Code to run
-                 **kwargs): # `execute` options: timeout, msg_id, on_input, subshell_id, silent, ...
+                 **kwargs): # `execute` options: timeout, on_timeout, msg_id, on_input, subshell_id, silent, ...
     "Run `code`, yielding each message parented to it as it arrives, the reply included."
-    if {'reply', 'outputs'} & kwargs.keys(): raise TypeError('stream yields every message of its request: it takes no reply or outputs option')
-    mid = kwargs.pop('msg_id', None) or self.session.msg_id
-    async for msg in self._follow(mid, self.execute(code, msg_id=mid, outputs=True, **kwargs)): yield msg
+    if {'reply', 'outputs', 'handle'} & kwargs.keys(): raise TypeError('stream yields every message of its request: it takes no reply, outputs or handle option')
+    async for msg in self._follow(self.execute(code, outputs=True, **kwargs)): yield msg
 
 @patch
-async def _follow(self:ConKernelClient, msg_id:str, done:asyncio.Future):
-    "Yield each message of the tracked request `msg_id` as it arrives, until `done`; leaving early abandons the request."
-    q = self._tracks[msg_id].queue = asyncio.Queue()
+async def _follow(self:ConKernelClient, waiter:_Reply):
+    "Yield each message of `waiter`'s request as it arrives, until the wait ends; leaving early gives up the wait."
+    req, cursor = waiter.request, 0
     try:
-        while (msg := await q.get()) is not _END: yield msg
-        done.result()
-    finally: done.cancel()
+        while True:
+            new, cursor = req.read(cursor)
+            for msg in new: yield msg
+            if waiter.done(): break
+            await asyncio.wait((waiter, req._news()), return_when=asyncio.FIRST_COMPLETED)
+        waiter.result()
+    finally: waiter.cancel()
 
-# %% ../nbs/00_core.ipynb #a9bf31ea
-@patch
-def _deliver(self:ConKernelClient, msg:dict, inbox:_Inbox):
-    "Hand a reply to the future waiting for it; keep it in `inbox` if nobody ever asked for it."
-    if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return  # an old kernel's late reply
-    mid = msg['parent_header'].get('msg_id')
-    if self._may_ask:  # a request that replied no longer asks for input
-        self._may_ask.discard(mid)
-        self._asking.pop(mid, None)
-    fut = self._pending.pop(mid, None)
-    if fut is not None:
-        if fut.timer is not None: fut.timer.cancel()
-        if not fut.done(): fut.set_result(msg)
-    elif self._abandoned.pop(mid, 1) is not None: inbox.put(msg)
+# %% ../nbs/00_core.ipynb #7c8d9e0f
+class KernelState(NamedTuple):
+    "The kernel's activity as one client sees it, at one moment."
+    running:dict; waiting:int; held:int; last_busy:datetime|None; last_idle:datetime|None
+    @property
+    def idle(self): return not (self.running or self.waiting or self.held)
 
-@patch
-def _published(self:ConKernelClient, msg:dict, inbox:_Inbox):
-    "File an iopub message with its request if that one is followed, else keep it for `get_iopub_msg`."
-    if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return
-    if msg['msg_type']=='iopub_welcome' and not self._welcome.done(): self._welcome.set_result(msg)
-    tr = self._tracks.get(msg['parent_header'].get('msg_id'))
-    if tr is None: inbox.put(msg)
-    elif tr.add(msg): self._settle(tr)
+@patch(as_prop=True)
+def kernel_state(self:ConKernelClient):
+    "What the kernel runs on each shell, how many of this client's requests wait (sent, or held), and when it was last busy and idle."
+    return KernelState(dict(self._running), self._nsent, sum(map(len, self._held.values())), self._last_busy, self._last_idle)
 
 @patch
-def _asked(self:ConKernelClient, msg:dict, inbox:_Inbox):
-    "Answer an `input_request` through its request's handler; end it if its request was abandoned; else keep it for `get_stdin_msg`."
-    mid = msg['parent_header'].get('msg_id')
-    tr = self._tracks.get(mid)
-    if tr is not None and tr.on_stdin is not None:
-        tr.answering = self._background(self._answer(tr, msg))
-        return
-    if mid in self._abandoned:  # nobody will ever answer: the kernel would wait in `input()` for good
-        _log.warning('interrupting the kernel: it asks for input for request %s, which its caller abandoned', mid)
-        return self._background(self._interrupt_kernel())
-    self._asking[mid] = msg
-    inbox.put(msg)
+async def wait_state(self:ConKernelClient, predicate, # `f(KernelState)`, true when the wait is over
+                     timeout:float|None=None): # Seconds before `TimeoutError`
+    "Wait until `predicate(kc.kernel_state)` holds; return that state."
+    self._check_open(); _check_timeout(timeout)
+    if predicate(st := self.kernel_state): return st
+    fut = self._loop.create_future()
+    self._state_waiters.append((predicate, fut))
+    try: return await asyncio.wait_for(fut, timeout)
+    finally:
+        if not fut.done() or fut.cancelled(): self._state_waiters = [w for w in self._state_waiters if w[1] is not fut]
 
 @patch
-def _background(self:ConKernelClient, coro):
-    "Run `coro` as a task of this client that stopping cancels."
-    task = asyncio.ensure_future(coro)
-    self._side_tasks.add(task)
-    task.add_done_callback(self._side_tasks.discard)
-    return task
-
-# %% ../nbs/00_core.ipynb #223179a8
-@patch
-def _same_kernel(self:ConKernelClient, msg:dict):
-    "Judge an iopub message whose `session` is not the kernel's: False if an old kernel sent it; a new kernel starts a new generation."
-    s = msg['header'].get('session')
-    if not s or s==self._kernel_session: return True
-    # our own session: a server wrote it on our behalf (a rate-limit warning, a restart status), or a kernel copied it (akernel)
-    if s==self.session.session: return True
-    if s in self._old_sessions: return False  # a late message from a kernel that has since been restarted
-    if msg['msg_type']=='iopub_welcome' or _starting(msg):  # a new kernel announces itself
-        if self._kernel_session is not None: self._fence(KernelRestartedError('the kernel was restarted (a new kernel announced itself)'))
-        if msg['msg_type']=='iopub_welcome': self._kernel_session = s  # a `starting` status does not vouch for its session
-        return True
-    if not self._speaks_for_kernel(msg): return True  # no evidence either way
-    if self._kernel_session is not None:
-        # requests filed before the one the new kernel answers were sent to the old one; it and later ones reached the new one
-        self._new_generation(KernelRestartedError('the kernel was restarted (its session changed)'), self._request_future(msg['parent_header'].get('msg_id')))
-    self._kernel_session = s
-    return True
-
-def _starting(msg:dict):
-    "Whether `msg` is the `starting` status a kernel publishes once, when its process starts."
-    return msg['msg_type']=='status' and msg['content'].get('execution_state')=='starting'
+async def until_idle(self:ConKernelClient, timeout:float|None=None): # Seconds before `TimeoutError`
+    "Wait until the kernel runs nothing (as iopub tells) and no request of this client waits."
+    return await self.wait_state(lambda s: s.idle, timeout)
 
 @patch
-def _speaks_for_kernel(self:ConKernelClient, msg:dict):
-    "Whether `msg`'s `session` is the kernel's own: a message about one of this client's requests."
-    # other messages may carry other sessions: akernel gives each unparented message a random one
-    return msg['parent_header'].get('session')==self.session.session
-
-@patch
-def _request_future(self:ConKernelClient, msg_id:str|None):
-    "The reply future of pending request `msg_id`, filed or followed; None if there is none."
-    fut = self._pending.get(msg_id)
-    if fut is None and (tr := self._tracks.get(msg_id)) is not None: fut = tr.fut
-    return fut
-
-@patch
-def _new_generation(self:ConKernelClient, exc:KernelRestartedError, since:asyncio.Future|None=None): # the first request the new kernel got; None: all went to the old one
-    "The kernel was replaced: fail the requests sent to the old one with `exc`, and ignore whatever the old one still sends."
-    self._retire()
-    self._fail_before(None if since is None else since.seq, exc)
-
-@patch
-def _retire(self:ConKernelClient):
-    "Forget the kernel's session: whatever that kernel still sends is dropped, and it will ask for no more input."
-    if self._kernel_session is not None: self._old_sessions.add(self._kernel_session)
-    self._kernel_session = None
-    self._may_ask.clear()
-
-@patch
-def _fail_before(self:ConKernelClient, seq:int|None, exc:BaseException):
-    "Fail with `exc` every pending request filed before `seq` (every one, if None)."
-    if seq is None: return self._fail_pending(exc)
-    for mid in [m for m in dict.fromkeys([*self._pending, *self._tracks]) if self._request_future(m).seq < seq]:
-        self._fail_request(mid, copy.copy(exc))
-
-@patch
-def _fence(self:ConKernelClient, exc:KernelRestartedError):
-    "A new kernel announced itself, at some point after it began to take requests: fence them with a question of our own."
-    # the shell answers in order, so a request filed before the fence and unanswered when the fence is, went to the old kernel
-    self._retire()
-    try: fence = self.kernel_info(reply=True, timeout=60)
-    except Exception: return self._fail_pending(exc)
-    fence.add_done_callback(lambda f: self._fail_before(f.seq, exc))
-
-# %% ../nbs/00_core.ipynb #9d952cd6
-_UTC = tzutc()
-
-def _date(s:str):
-    "`s` as `jupyter_client` parses a header string: an aware `datetime` if it is ISO 8601, else `s` itself."
-    if not ISO8601_PAT.match(s): return s
-    try: d = datetime.fromisoformat(s)
-    except ValueError: return parse_date(s)
-    if d.tzinfo is None: return parse_date(s)  # naive: jupyter_client warns and assumes local time
-    off = d.utcoffset()
-    return d.replace(tzinfo=_UTC if not off else tzoffset(None, int(off.total_seconds())))
-
-def _dated(d:dict):
-    "A copy of header `d` with its dates parsed, equal to `jupyter_client.jsonutil.extract_dates(d)`."
-    # an ISO 8601 date has '-' at index 4: checking that first spares the regex for ids, names and versions
-    return {k: (_date(v) if v[4:5]=='-' else v) if type(v) is str else extract_dates(v) for k,v in d.items()}
-
-_STR_KEYS = ('msg_id', 'msg_type', 'session', 'subshell_id')  # what routing reads of a header: each a str when present
-
-def _check_parts(header, parent, metadata, content):
-    "Raise `ValueError` unless a message's parts have the types routing reads: an ill-typed message is dropped, and cannot kill a router."
-    if not (isinstance(header, dict) and isinstance(parent, dict) and isinstance(content, dict) and isinstance(metadata, (dict, type(None)))):
-        raise ValueError('ill-typed message: its header, parent header, metadata and content must be JSON objects')
-    for name, d in (('header', header), ('parent header', parent)):
-        for k in _STR_KEYS:
-            if d.get(k) is not None and not isinstance(d[k], str): raise ValueError(f'ill-typed message: its {name} has a {k} that is not a str')
-    if not isinstance(header.get('msg_id'), str) or not isinstance(header.get('msg_type'), str):
-        raise ValueError('ill-typed message: its header lacks a str msg_id and msg_type')
-    if header['msg_type']=='status' and not isinstance(content.get('execution_state'), str):
-        raise ValueError('ill-typed message: a status without a str execution_state')
-
-def _message(header:dict, parent:dict, metadata:dict|None, content:dict, buffers:list): # `parent` with its dates already parsed
-    "The message dict `jupyter_client` makes of a message's decoded parts (checked), adapted to protocol 5 if the kernel speaks an older one."
-    _check_parts(header, parent, metadata, content)
-    msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=parent,
-               metadata=metadata or {}, content=content, buffers=buffers)
-    return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)
+def _check_waiters(self:ConKernelClient):
+    "Resolve the state waits whose predicate now holds."
+    st, keep = self.kernel_state, []
+    for pred, fut in self._state_waiters:
+        if fut.done(): continue
+        try: ok = pred(st)
+        except Exception as e: fut.set_exception(e); continue
+        if ok: fut.set_result(st)
+        else: keep.append((pred, fut))
+    self._state_waiters = keep
 
 # %% ../nbs/00_core.ipynb #e79ae502
 _asking_for = contextvars.ContextVar('_asking_for', default=None)  # the input_request a `stdin_hook` call is answering
+_EOF_KERNELS = {'ipython'}  # kernels (kernel_info's `implementation`) whose input() raises EOFError on an answer of '\x04'
 
 @patch
-async def _answer(self:ConKernelClient, tr:_Track, req:dict):
-    "Answer `req` with the track's stdin handler; if that fails in any way, interrupt the kernel and fail the request."
-    try: await tr.on_stdin(req)
+async def _answer(self:ConKernelClient, req:Request, ask:dict):
+    "Answer `ask` with `req`'s stdin handler; if that fails in any way, end the kernel's input() and fail the request."
+    try: await req.on_stdin(ask)
     except BaseException as e:
-        if asyncio.current_task().cancelling(): raise  # the client is stopping: its teardown fails the request
+        if asyncio.current_task().cancelling(): raise  # the request ended, or the client stops: whoever cancelled takes it from here
         if not isinstance(e, Exception): e = InputError(f'answering input() failed: {e!r}').with_traceback(e.__traceback__)
-        await self._abort_input(tr, e)
+        await self._abort_input(req, ask, e)
 
 @patch
 async def _input_from(self:ConKernelClient, on_input, req:dict):
@@ -638,81 +995,130 @@ def _input_reply(self:ConKernelClient, req:dict, value:str):
     self._asking.pop(req['parent_header'].get('msg_id'), None)
     self.stdin_channel.send(self.session.msg('input_reply', dict(status='ok', value=value), parent=req))
 
+# %% ../nbs/00_core.ipynb #7f0e1d2c
 @patch
-async def _abort_input(self:ConKernelClient, tr:_Track, exc:Exception):
-    "Interrupt the kernel blocked in `tr`'s `input()`; once it has finished the request, fail it with `exc`."
-    self._unfile(tr.fut)  # the kernel's reply must not resolve the caller's future; the track still owns it
-    self._abandon(tr.msg_id)
+async def _end_input(self:ConKernelClient, req:Request, ask:dict):
+    "Get the kernel out of the `input()` that `ask` is waiting in, for `req`, which nobody will answer."
+    info = getattr(self, 'kernel_info_reply', {}) or {}
+    if info.get('implementation') in _EOF_KERNELS or req.subshell_id is not None:
+        return self._input_reply(ask, '\x04')  # EOFError in that very input(); on a subshell nothing else can reach it
     await self._interrupt_kernel()
-    if not await _set_within(tr.idle, 1) and _interrupt_mode(self._owner())=='signal':
+    if not await _until(req, lambda r: r.idle or r.done(), 1) and _interrupt_mode(self._owner())=='signal':
         await self._interrupt_kernel(message=True)  # a kernel deaf to the signal while in `input()` (ipymini) may still hear a message
-    await _set_within(tr.idle, self.interrupt_grace)
-    self._settle(tr, exc)
 
 @patch
-def _owner(self:ConKernelClient):
-    "The manager that owns the kernel (and can interrupt it the way its kernelspec says); None if attached by connection file."
-    return self.parent if isinstance(self.parent, KernelManager) else None
+async def _abort_input(self:ConKernelClient, req:Request, ask:dict, exc:Exception):
+    "`req`'s answer failed: end the kernel's input(), let the kernel finish the request (boundedly), then fail it with `exc`."
+    req.failing = exc  # its reply must not resolve the caller's wait: it ends with `exc` once idle
+    await self._end_input(req, ask)
+    await _until(req, Request.done, self.interrupt_grace)
+    self._end(req, exc)
 
-async def _set_within(event:asyncio.Event, timeout:float):
-    "Whether `event` is set within `timeout` seconds."
-    try: return await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError: return False
+async def _until(req:Request, cond, timeout:float):
+    "Whether `cond(req)` holds within `timeout` seconds, checked at each news of `req`."
+    deadline = req.client._loop.time()+timeout
+    while not cond(req):
+        left = deadline-req.client._loop.time()
+        if left <= 0: return False
+        await asyncio.wait((req._news(),), timeout=left)
+    return True
 
-def _interrupt_mode(km):
-    "How the kernelspec of manager `km` (None: no manager) says to interrupt the kernel: 'signal', 'message', or None if it does not say."
-    return getattr(getattr(km, 'kernel_spec', None), 'interrupt_mode', None)
+# %% ../nbs/00_core.ipynb #55e6f7a8
+@patch
+def _all_requests(self:ConKernelClient):
+    "Every request of this client's: held, live and ghosts, oldest first."
+    return sorted([*(r for q in self._held.values() for r in q), *self._requests.values(), *self._ghosts.values()], key=lambda r: r.seq)
 
 @patch
-async def _interrupt_kernel(self:ConKernelClient, message:bool=False): # send an `interrupt_request` whatever the kernelspec says
-    "Interrupt the kernel the way its kernelspec asks (signal or message) when a manager owns it, else with an `interrupt_request`."
-    try:
-        if (km := self._owner()) is not None and not message: await ensure_async(km.interrupt_kernel())
-        else: self.interrupt(reply=False)
-    except Exception as e: _log.warning('could not interrupt the kernel: %r', e)
-
-# %% ../nbs/00_core.ipynb #6f56a6b7
-@patch
-def _fail_request(self:ConKernelClient, msg_id:str, exc:BaseException):
-    "Fail request `msg_id` (its reply future and its track) with `exc`."
-    fut, tr = self._pending.get(msg_id), self._tracks.get(msg_id)
-    if fut is not None: self._fail(fut, exc)
-    if tr is not None: self._settle(tr, exc)
-
-@patch
-def _fail_pending(self:ConKernelClient, exc:BaseException):
+def _fail_pending(self:ConKernelClient, exc:BaseException, keep_input:bool=False): # keep what may still ask for input, for the janitor
     "Fail every pending request with a copy of `exc`."
-    for mid in [*self._pending, *self._tracks]: self._fail_request(mid, copy.copy(exc))
+    for req in self._all_requests():
+        if keep_input and req.may_ask and req.state!='queued': self._orphan(req, copy.copy(exc))
+        else: self._end(req, copy.copy(exc))
     self._asking.clear()
 
 @patch
-def _close(self:ConKernelClient, exc:BaseException):
+def _orphan(self:ConKernelClient, req:Request, exc:BaseException):
+    "Fail `req`'s wait with `exc`, but keep it as a ghost: its kernel may still ask for input, which must be ended."
+    if (w := req.waiter) is not None:
+        req.waiter = None
+        if not w.done(): w.set_exception(exc); w.exception()
+    if req.timer is not None: req.timer.cancel(); req.timer = None
+    self._abandon(req)
+
+@patch
+def _close(self:ConKernelClient, exc:BaseException, keep_input:bool=False): # stopping: a janitor keeps the routers for late input
     "Refuse new requests with `exc`, fail the pending ones with it, and stop the background tasks (once)."
     if self._state=='closed': return
     self._state,self._error = 'closed',exc
-    self._fail_pending(exc)
+    self._fail_pending(exc, keep_input)
     for inbox in self._inboxes.values(): inbox.close(exc)
-    for t in [*self._tasks, *self._side_tasks]: t.cancel()
+    for _,fut in self._state_waiters:
+        if not fut.done(): fut.set_exception(copy.copy(exc))
+    self._state_waiters = []
+    if keep_input and any(r.may_ask for r in self._ghosts.values()): self._keep_janitor()
+    for t in [*self._side, *(() if self._janitor else self._vital)]: t.cancel()
+
+# %% ../nbs/00_core.ipynb #223179a8
+@patch
+def _same_kernel(self:ConKernelClient, msg:dict):
+    "Judge a message whose `session` is not the kernel's: False if an old kernel sent it; a new kernel starts a new generation."
+    s = msg['header'].get('session')
+    if not s or s==self._kernel_session: return True
+    if s==self.session.session: return True  # our own session: a server wrote it on our behalf, or a kernel copied it (akernel)
+    if s in self._old_sessions: return False  # a late message from a kernel that has since been restarted
+    if msg['msg_type']=='iopub_welcome' or _starting(msg):  # a new kernel announces itself
+        if self._kernel_session is not None: self._fence(KernelRestartedError('the kernel was restarted (a new kernel announced itself)'))
+        if msg['msg_type']=='iopub_welcome': self._kernel_session = s  # a `starting` status does not vouch for its session
+        return True
+    if not self._speaks_for_kernel(msg): return True  # no evidence either way
+    if self._kernel_session is not None:
+        # requests filed before the one the new kernel answers were sent to the old one; it and later ones reached the new one
+        self._new_generation(KernelRestartedError('the kernel was restarted (its session changed)'), self._record(msg['parent_header'].get('msg_id')))
+    self._kernel_session = s
+    return True
+
+def _starting(msg:dict):
+    "Whether `msg` is the `starting` status a kernel publishes once, when its process starts."
+    return msg['msg_type']=='status' and msg['content'].get('execution_state')=='starting'
 
 @patch
-def _task_done(self:ConKernelClient, task:asyncio.Task):
-    "A background task that ends by itself, other than by our cancel, kills the client."
-    if task.cancelled() or self._state=='closed': return
-    exc = task.exception() or RuntimeError('a background task returned')
-    # a lost kernel, or a refusal the transport names (a server's `OSError`), is said as it is; anything else is a broken client
-    self._close(exc if isinstance(exc, (DeadKernelError, OSError)) else DeadKernelError(f'the client stopped working: {exc!r}'))
+def _speaks_for_kernel(self:ConKernelClient, msg:dict):
+    "Whether `msg`'s `session` is the kernel's own: a message about one of this client's requests."
+    # other messages may carry other sessions: akernel gives each unparented message a random one
+    return msg['parent_header'].get('session')==self.session.session
 
 @patch
-def _spawn(self:ConKernelClient, coro):
-    "Run `coro` as a background task of this client."
-    task = asyncio.create_task(coro)
-    task.add_done_callback(self._task_done)
-    self._tasks.append(task)
-    return task
+def _new_generation(self:ConKernelClient, exc:KernelRestartedError, since:Request|None=None): # the first request the new kernel got; None: all went to the old one
+    "The kernel was replaced: fail the requests sent to the old one with `exc`, and ignore whatever the old one still sends."
+    self._retire()
+    self._fail_before(None if since is None else since.seq, exc)
 
-# %% ../nbs/00_core.ipynb #e90eb4a9
-_ROUTES = ('shell', 'control', 'iopub', 'stdin')
+@patch
+def _retire(self:ConKernelClient):
+    "Forget the kernel's session and what it was running: whatever that kernel still sends is dropped."
+    if self._kernel_session is not None: self._old_sessions.add(self._kernel_session)
+    self._kernel_session = None
+    self._running.clear()
 
+@patch
+def _fail_before(self:ConKernelClient, seq:int|None, exc:BaseException):
+    "Fail with `exc` every pending request filed before `seq` (every one, if None)."
+    if seq is None: return self._fail_pending(exc)
+    for req in self._all_requests():
+        if req.seq < seq: self._end(req, copy.copy(exc))
+
+@patch
+def _fence(self:ConKernelClient, exc:KernelRestartedError):
+    "A new kernel announced itself, at some point after it began to take requests: fence them with a question of our own."
+    # the shell answers in order, so a request filed before the fence and unanswered when the fence is, went to the old kernel
+    self._retire()
+    try: fence = self.kernel_info(reply=True, timeout=60)
+    except Exception: return self._fail_pending(exc)
+    seq = fence.request.seq
+    fence.add_done_callback(lambda f: self._fail_before(seq, exc))
+
+# %% ../nbs/00_core.ipynb #0e1f2a3b
 class _Starting:
     "What `start_channels` returns: the client routes already; awaiting this waits until the kernel is ready, then gives the client."
     def __init__(self, kc, timeout): self.kc,self.timeout = kc,timeout
@@ -728,21 +1134,8 @@ def start_channels(self:ConKernelClient, timeout:float|None=60): # Seconds that 
     _check_timeout(timeout)
     self._connect_channels()
     self._open(loop)
-    return _Starting(self, timeout)
-
-@patch
-def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
-    "Set up the registry, inboxes and routers of a client whose sockets just connected."
-    self._pending,self._tracks,self._abandoned,self._tasks,self._side_tasks,self._asking,self._may_ask = {},{},{},[],set(),{},set()
-    self._kernel_session,self._old_sessions,self._filed = None,set(),itertools.count()
-    self.bad_messages,self._error,self._loop,self._state = 0,None,loop,'starting'
-    self._thread = threading.get_ident()
-    self._welcome = loop.create_future()
-    self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
-    handlers = dict(shell=self._deliver, control=self._deliver, iopub=self._published, stdin=self._asked)
-    for name in _ROUTES: getattr(self, f'{name}_channel').inbox = self._inboxes[name]
-    self._spawn_routers(handlers)
     self._spawn(self._watch())
+    return _Starting(self, timeout)
 
 @patch
 async def _until_ready(self:ConKernelClient, timeout:float|None):
@@ -751,7 +1144,6 @@ async def _until_ready(self:ConKernelClient, timeout:float|None):
     except BaseException: await self.astop_channels(); raise
     return self
 
-# %% ../nbs/00_core.ipynb #7c050cb0
 @patch
 async def wait_for_ready(self:ConKernelClient, timeout:float|None=None): # Seconds before `StartTimeoutError`
     "Wait until `kernel_info` is answered and iopub delivers; what iopub brought before is discarded (and counted in `dropped`)."
@@ -772,7 +1164,7 @@ async def _handshake(self:ConKernelClient, deadline:float, timeout:float|None):
     attempt = 0.25
     while (left := deadline-time.monotonic()) > 0:
         # with a manager a dead process is certain; a heartbeat only proves life once it has beaten
-        if isinstance(self.parent, KernelManager) and not await self._async_is_alive():
+        if self._owner() is not None and not await self._kernel_alive():
             raise DeadKernelError('the kernel died before it answered kernel_info')
         try: res = await self._kernel_info_or_welcome(min(attempt, left))
         except TimeoutError: attempt = 1; continue
@@ -787,12 +1179,13 @@ async def _handshake(self:ConKernelClient, deadline:float, timeout:float|None):
 @patch
 async def _kernel_info_or_welcome(self:ConKernelClient, timeout:float):
     "The `Result` of a `kernel_info` request whose idle status came through; asked again at once on `iopub_welcome`."
-    res = self.kernel_info(outputs=True, timeout=timeout)
+    ask = lambda: self._request('shell', 'kernel_info_request', {}, outputs=True, timeout=timeout, ready_check=True)
+    res = ask()
     if not self._welcome.done():
         await asyncio.wait([res, self._welcome], return_when=asyncio.FIRST_COMPLETED)
         if not res.done():  # welcomed first: this attempt's statuses may be lost, the next one's cannot be, and they come after the first's
             res.cancel()
-            res = self.kernel_info(outputs=True, timeout=timeout)
+            res = ask()
     return await res
 
 # %% ../nbs/00_core.ipynb #8029ad7b
@@ -803,52 +1196,81 @@ async def _watch(self:ConKernelClient):
         await asyncio.sleep(self.watch_interval)
         if self._should_probe(): self._probe = self.control_request('kernel_info_request', timeout=10*self.probe_interval)
     self._close(DeadKernelError('the kernel died'))
+    if self._janitor: self._janitor_done()
 
 @patch
 def _should_probe(self:ConKernelClient):
     "Whether an attached client with requests pending has heard nothing for `probe_interval` seconds (and is not probing already)."
-    if isinstance(self.parent, KernelManager) or self._state!='ready' or not (self._pending or self._tracks): return False
+    if self._owner() is not None or self._state!='ready' or not self._requests: return False
     return (self._probe is None or self._probe.done()) and self._loop.time()-(self._heard or 0) > self.probe_interval
 
-@patch
-async def _kernel_alive(self:ConKernelClient):
-    "The kernel is running, or being restarted by its manager (which fails our requests itself)."
-    if isinstance(self.parent, KernelManager): return self.parent.restarting or await self.parent._async_is_alive()
-    # attached by connection file, only the heartbeat tells; it proves anything only once the kernel has been seen ready
-    return self._state!='ready' or await self._async_is_alive()
-
 # %% ../nbs/00_core.ipynb #f0b311e0
+_janitors = set()  # stopped clients of no manager whose janitors still run
+
 @patch
 def stop_channels(self:ConKernelClient):
     "Fail every pending request with `ClientClosedError`, stop routing and close the channels; stopping again does nothing."
     was = self._state
     if was=='closed' and self._channels_stopped: return
-    if was!='closed' and self._may_ask_input(): self._free_kernel_on_leaving()
-    self._close(ClientClosedError('the client was stopped (stop_channels)' if was!='new' else 'the client was stopped before it started'))
+    self._close(ClientClosedError('the client was stopped (stop_channels)' if was!='new' else 'the client was stopped before it started'),
+                keep_input=was!='new')
     self._channels_stopped = True
-    if was!='new': self._disconnect()
+    if was!='new' and not self._janitor: self._disconnect()
 
 @patch
 async def astop_channels(self:ConKernelClient):
-    "`stop_channels`, then wait until the client's background tasks have ended."
-    tasks = [*self._tasks, *self._side_tasks]
+    "`stop_channels`, then wait until the client's background tasks have ended (a janitor's routers go on, owned elsewhere)."
+    tasks = [*self._side, *self._vital]
     self.stop_channels()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*[t for t in tasks if t.cancelled() or t.cancelling()], return_exceptions=True)
 
 @patch
-def _may_ask_input(self:ConKernelClient):
-    "Whether the kernel may be, or may soon be, waiting in `input()` for this client: a request that allowed stdin has not replied."
-    return bool(self._may_ask)
-
-_leaving = set()  # interrupts sent by stopped clients, referenced until they finish
+def _keep_janitor(self:ConKernelClient):
+    "Hand this stopped client's routers to its owner, to end the late `input()`s of its requests."
+    self._janitor = True
+    self._janitor_home().add(self)
 
 @patch
-def _free_kernel_on_leaving(self:ConKernelClient):
-    "Interrupt the kernel (through its manager) so that no `input()` waits for a client that is going away."
-    if (km := self._owner()) is None or _running_loop() is None: return
-    task = asyncio.ensure_future(ensure_async(km.interrupt_kernel()))
-    _leaving.add(task)
-    task.add_done_callback(lambda t: (_leaving.discard(t), t.cancelled() or t.exception()))
+def _janitor_check(self:ConKernelClient):
+    "The janitor is done once none of its requests may still ask for input."
+    if not any(r.may_ask for r in self._ghosts.values()): self._janitor_done()
+
+@patch
+def _janitor_done(self:ConKernelClient):
+    "Stop the janitor: cancel the routers, disconnect, and let go of it."
+    if not self._janitor: return
+    self._janitor = False
+    for t in self._vital: t.cancel()
+    for ghost in list(self._ghosts.values()): self._end(ghost, copy.copy(self._error))
+    self._disconnect()
+    self._janitor_home().discard(self)
+
+@patch
+def _janitor_home(self:ConKernelClient):
+    "Who holds this client's janitor: its manager, else the module."
+    return getattr(self._owner(), '_janitors', _janitors)
+
+def _release_janitors(km):
+    "Stop the janitors of `km`'s stopped clients: the kernel is being restarted or shut down, and with it every `input()`."
+    for kc in list(getattr(km, '_janitors', ())): kc._janitor_done()
+
+# %% ../nbs/00_core.ipynb #e832da3f
+async def _restart_for_clients(km, restart): # a manager with `restarting` and `_clients`; the coroutine that restarts its kernel
+    "Run `restart`: `km`'s clients fail their pending requests first and refuse new ones meanwhile, then rejoin the new kernel."
+    km.restarting = True
+    try:
+        _release_janitors(km)
+        for kc in list(km._clients):
+            if kc._state in ('starting', 'ready'): kc._new_generation(KernelRestartedError('the kernel was restarted'))
+        await restart
+        await asyncio.gather(*[kc._rejoin() for kc in list(km._clients) if kc._state in ('starting', 'ready') and kc._loop is _running_loop()])
+    finally: km.restarting = False
+
+@patch
+async def _rejoin(self:ConKernelClient, timeout:float=30):
+    "After a restart, wait until the new kernel answers and iopub delivers: a subscription that just reconnected loses messages."
+    try: await self.wait_for_ready(timeout)
+    except Exception as e: _log.warning('a client did not get ready again after the restart: %r', e)
 
 # %% ../nbs/00_core.ipynb #aa9a6552
 def _getter(name:str):
@@ -870,9 +1292,15 @@ def dropped(self:ConKernelClient):
 @patch
 async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None=None, channel:str='shell'):
     "The reply to `msg_id`, sent earlier without `reply=True`: from the inbox if it came, else awaited."
-    self._check_open()
+    self._check_open(); _check_timeout(timeout)
     msg = self._inboxes[channel].take(msg_id)
-    return msg if msg is not None else await self._file(msg_id, timeout)
+    if msg is not None: return msg
+    if (req := self._requests.get(msg_id)) is not None: raise ValueError(f'the reply to {msg_id!r} is already awaited')
+    if (req := self._ghosts.pop(msg_id, None)) is not None: req.to_inbox = False; self._requests[msg_id] = req  # waited for after all
+    else:  # sent by other means: a record that waits for its reply
+        req = Request(self, self.session.msg('unknown', {}, header=dict(self.session.msg_header('unknown'), msg_id=msg_id)), channel, next(self._filed), False)
+        self._file(req); self._state_to(req, 'sent')
+    return await self._wait_on(req, 'reply', timeout)
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
 
@@ -938,27 +1366,47 @@ async def execute_interactive(self:ConKernelClient, code:str, # Code to run
     on_stdin = (partial(self._input_from_hook, stdin_hook) if stdin_hook is not None
                 else partial(self._input_from, on_input or _terminal_input)) if allow_stdin else None
     content = _execute_content(code, silent, store_history, user_expressions, allow_stdin, stop_on_error)
-    mid = self.session.msg_id
-    done = self._request('shell', 'execute_request', content, timeout=timeout, msg_id=mid, outputs=True, on_stdin=on_stdin)
+    done = self._request('shell', 'execute_request', content, timeout=timeout, outputs=True, on_stdin=on_stdin)
     hook, reply = output_hook or self._output_hook_default, None
-    async for msg in self._follow(mid, done):
+    async for msg in self._follow(done):
         if msg['msg_type']=='execute_reply': reply = msg
         else: hook(msg)
     return reply
 
-# %% ../nbs/00_core.ipynb #e832da3f
-async def _restart_for_clients(km, restart): # a manager with `restarting` and `_clients`; the coroutine that restarts its kernel
-    "Run `restart`: `km`'s clients fail their pending requests first and refuse new ones meanwhile, then rejoin the new kernel."
-    km.restarting = True
-    try:
-        for kc in list(km._clients):
-            if kc._state in ('starting', 'ready'): kc._new_generation(KernelRestartedError('the kernel was restarted'))
-        await restart
-    finally: km.restarting = False
-    await asyncio.gather(*[kc._rejoin() for kc in list(km._clients) if kc._state in ('starting', 'ready') and kc._loop is _running_loop()])
+# %% ../nbs/00_core.ipynb #9d952cd6
+_UTC = tzutc()
 
-@patch
-async def _rejoin(self:ConKernelClient, timeout:float=30):
-    "After a restart, wait until the new kernel answers and iopub delivers: a subscription that just reconnected loses messages."
-    try: await self.wait_for_ready(timeout)
-    except Exception as e: _log.warning('a client did not get ready again after the restart: %r', e)
+def _date(s:str):
+    "`s` as `jupyter_client` parses a header string: an aware `datetime` if it is ISO 8601, else `s` itself."
+    if not ISO8601_PAT.match(s): return s
+    try: d = datetime.fromisoformat(s)
+    except ValueError: return parse_date(s)
+    if d.tzinfo is None: return parse_date(s)  # naive: jupyter_client warns and assumes local time
+    off = d.utcoffset()
+    return d.replace(tzinfo=_UTC if not off else tzoffset(None, int(off.total_seconds())))
+
+def _dated(d:dict):
+    "A copy of header `d` with its dates parsed, equal to `jupyter_client.jsonutil.extract_dates(d)`."
+    # an ISO 8601 date has '-' at index 4: checking that first spares the regex for ids, names and versions
+    return {k: (_date(v) if v[4:5]=='-' else v) if type(v) is str else extract_dates(v) for k,v in d.items()}
+
+_STR_KEYS = ('msg_id', 'msg_type', 'session', 'subshell_id')  # what routing reads of a header: each a str when present
+
+def _check_parts(header, parent, metadata, content):
+    "Raise `ValueError` unless a message's parts have the types routing reads: an ill-typed message is dropped, and cannot kill a router."
+    if not (isinstance(header, dict) and isinstance(parent, dict) and isinstance(content, dict) and isinstance(metadata, (dict, type(None)))):
+        raise ValueError('ill-typed message: its header, parent header, metadata and content must be JSON objects')
+    for name, d in (('header', header), ('parent header', parent)):
+        for k in _STR_KEYS:
+            if d.get(k) is not None and not isinstance(d[k], str): raise ValueError(f'ill-typed message: its {name} has a {k} that is not a str')
+    if not isinstance(header.get('msg_id'), str) or not isinstance(header.get('msg_type'), str):
+        raise ValueError('ill-typed message: its header lacks a str msg_id and msg_type')
+    if header['msg_type']=='status' and not isinstance(content.get('execution_state'), str):
+        raise ValueError('ill-typed message: a status without a str execution_state')
+
+def _message(header:dict, parent:dict, metadata:dict|None, content:dict, buffers:list): # `parent` with its dates already parsed
+    "The message dict `jupyter_client` makes of a message's decoded parts (checked), adapted to protocol 5 if the kernel speaks an older one."
+    _check_parts(header, parent, metadata, content)
+    msg = dict(header=_dated(header), msg_id=header['msg_id'], msg_type=header['msg_type'], parent_header=parent,
+               metadata=metadata or {}, content=content, buffers=buffers)
+    return msg if 'date' in header and header.get('version', '').startswith('5.') else adapt(msg)

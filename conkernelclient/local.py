@@ -20,8 +20,8 @@ from traitlets import Bool, DottedObjectName, Instance, default
 try: import resource
 except ImportError: resource = None  # Windows: no file-descriptor limit to check
 
-from .core import (ChannelView, ConKernelClient, DeadKernelError, StartTimeoutError, _ROUTES, _dated, _log, _message,
-                                  _restart_for_clients)
+from .core import (ChannelView, ConKernelClient, DeadKernelError, KernelRestartedError, StartTimeoutError, _ROUTES, _dated,
+                                  _log, _message, _release_janitors, _restart_for_clients)
 
 # %% ../nbs/01_local.ipynb #0e25401c
 class ConChannel(ChannelView, AsyncZMQSocketChannel):
@@ -208,12 +208,24 @@ def _wait_hb_running(hb, timeout:float=5):
     deadline = time.monotonic()+timeout
     while not _hb_running(hb) and time.monotonic() < deadline: time.sleep(0.001)
 
+# %% ../nbs/01_local.ipynb #2c809aeb
+@patch
+def _owner(self:ConKernelClient):
+    "Transport: the manager that owns the kernel (it can interrupt the way the kernelspec says, and restarts it); None if attached by connection file."
+    return self.parent if isinstance(self.parent, KernelManager) else None
+
+@patch
+async def _kernel_alive(self:ConKernelClient):
+    "Transport: the kernel's process runs (or its manager restarts it); without a manager, its heartbeat beats, once it was seen ready."
+    if (km := self._owner()) is not None: return km.restarting or await km._async_is_alive()
+    return not self.kernel_info_reply or await self._async_is_alive()
+
 # %% ../nbs/01_local.ipynb #8ef2671a
 @patch
 async def is_alive(self:ConKernelClient):
     "Whether the kernel is running (its process, if a manager owns it) and responsive (it beats, or was heard from lately)."
     if self._loop is not None: self._check_loop()
-    if isinstance(self.parent, KernelManager) and not await self.parent._async_is_alive(): return False
+    if (km := self._owner()) is not None and not await km._async_is_alive(): return False
     hb = self._hb_channel
     if hb is None or not hb.is_alive() or hb.is_beating(): return True
     # a heartbeat misses its first beats when the kernel binds its sockets late; any message heard since then is proof enough
@@ -230,8 +242,9 @@ def _own_session(session:Session):
 class ConKernelManager(AsyncKernelManager):
     "An `AsyncKernelManager` whose clients are `ConKernelClient`s, with CurveZMQ encryption when available."
     client_class = DottedObjectName('conkernelclient.core.ConKernelClient')
-    restarting = Bool(False, help="True while `restart_kernel` runs")
+    restarting = Bool(False, help="True while `restart_kernel` runs, until its clients have seen the new kernel answer")
     _clients = Instance(weakref.WeakSet, ())
+    _janitors = Instance(set, ())  # stopped clients still ending late input() calls of their requests
 
     @default('client_factory')
     def _client_factory_default(self): return ConKernelClient
@@ -249,5 +262,17 @@ def client(self:ConKernelManager, **kwargs):
 
 @patch
 async def restart_kernel(self:ConKernelManager, now:bool=False, newports:bool=False, **kw):
-    "Restart the kernel: its clients' pending requests fail with `KernelRestartedError`, and requests sent meanwhile are refused."
+    "Restart the kernel: its clients' pending requests fail with `KernelRestartedError`, and requests and interrupts meanwhile are refused."
     await _restart_for_clients(self, super(ConKernelManager, self).restart_kernel(now=now, newports=newports, **kw))
+
+@patch
+async def interrupt_kernel(self:ConKernelManager):
+    "Interrupt the kernel as its kernelspec says; refused with `KernelRestartedError` while a restart runs (a kernel still starting dies of it)."
+    if self.restarting: raise KernelRestartedError('the kernel is being restarted: there is nothing to interrupt until `restart_kernel` has returned')
+    await super(ConKernelManager, self).interrupt_kernel()
+
+@patch
+async def shutdown_kernel(self:ConKernelManager, now:bool=False, restart:bool=False):
+    "Shut the kernel down; the janitors of stopped clients go with it."
+    _release_janitors(self)
+    await super(ConKernelManager, self).shutdown_kernel(now=now, restart=restart)

@@ -345,12 +345,12 @@ def _server_status(self:RemoteKernelClient, msg:dict, inbox):
         state = msg['content'].get('execution_state')
         if state=='restarting': self._new_generation(KernelRestartedError('the kernel died, and the server is restarting it'))
         elif state=='dead': return self._close(DeadKernelError('the kernel died, and the server will not restart it'))
-    self._published(msg, inbox)
+    self._on_iopub(msg, inbox)
 
 @patch
 async def _kernel_alive(self:RemoteKernelClient):
     "Whether the server still has the kernel: asked through REST every `rest_interval` seconds while requests are pending."
-    if self._state!='ready' or self.parent.restarting or not (self._pending or self._tracks) or self._loop.time() < self._rest_due: return True
+    if self._state!='ready' or self.parent.restarting or not self._requests or self._loop.time() < self._rest_due: return True
     self._rest_due = self._loop.time()+self.rest_interval
     try: alive = await self.parent.is_alive(timeout=max(5*self.rest_interval, 5))  # a hung server must not stall the watchdog for long
     except ServerError: return True  # unreachable or failing: the websocket's reconnection decides

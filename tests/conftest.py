@@ -23,12 +23,12 @@ def run(coro, timeout:float=90):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 def settled(kc):
-    "Whether the client holds no request any more: nothing awaited, followed or waiting to be sent."
-    return kc._pending == {} and kc._tracks == {}
+    "Whether the client holds no request anybody waits for: nothing awaited, followed or held (ghosts the kernel still runs may remain)."
+    return not kc._requests and not kc._held
 
 def pending(kc, msg_id:str):
-    "Whether request `msg_id` is still pending on the client."
-    return msg_id in kc._pending or msg_id in kc._tracks
+    "Whether request `msg_id` is still pending on the client (awaited, or held)."
+    return msg_id in kc._requests
 
 def open_fds():
     "How many file descriptors this process has open."

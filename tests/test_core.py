@@ -80,7 +80,7 @@ def test_stop_channels_fails_20_pending_at_once():
             futs = [kc.execute('import time; time.sleep(0.5)', reply=True) for _ in range(20)]
             await asyncio.sleep(0.1)
             t0 = time.monotonic()
-            tasks = list(kc._tasks)
+            tasks = list(kc._vital)
             kc.stop_channels()
             res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 2)
             assert time.monotonic()-t0 < 1

@@ -52,7 +52,7 @@ def test_sigstop_times_out_reports_not_alive_and_recovers_after_sigcont():
             try:
                 futs = [kc.execute('1', reply=True, timeout=1.5) for _ in range(5)]
                 res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 5)
-                assert {type(r) for r in res} == {TimeoutError}
+                assert all(isinstance(r, TimeoutError) for r in res), res
                 t0 = time.monotonic()
                 while await kc.is_alive():  # the heartbeat needs up to two of its 1 s periods to notice
                     assert time.monotonic()-t0 < 5, 'is_alive still says True for a stopped kernel'
@@ -139,7 +139,7 @@ def test_hostile_traffic_is_dropped_and_counted_and_routing_goes_on():
             assert r['content']['execution_count'] > 0 and (await pending)['content']['status'] == 'ok'
             stray = await kc.get_shell_msg(timeout=1)  # the reply nobody asked for reached no waiter
             assert stray['parent_header']['msg_id'] == 'nobody-sent-this'
-            assert not any(t.done() for t in kc._tasks)
+            assert not any(t.done() for t in kc._vital)
     run(main())
 
 @pytest.mark.timeout(170)

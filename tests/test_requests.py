@@ -124,11 +124,11 @@ def test_a_lost_idle_status_is_bounded_by_the_timeout():
     async def main():
         async with kernel() as (km, kc):
             lossy = km.client()
-            keep = lossy._published
+            keep = lossy._on_iopub
             def drop_idle(msg, inbox):
                 if msg['parent_header'].get('msg_type') == 'execute_request' and msg['content'].get('execution_state') == 'idle': return
                 keep(msg, inbox)
-            lossy._published = drop_idle
+            lossy._on_iopub = drop_idle
             await lossy.start_channels()
             t0 = time.monotonic()
             with pytest.raises(TimeoutError, match='idle'): await lossy.execute('1', outputs=True, timeout=1)

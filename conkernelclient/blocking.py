@@ -228,7 +228,7 @@ def _drain(lt:LoopThread, fut, q:queue.SimpleQueue): # the loop; a call submitte
     fut.add_done_callback(lambda f: q.put(_END))
     try:
         while (msg := q.get()) is not _END: yield msg
-    finally: fut.cancel()  # done already, this does nothing
+    finally: fut.cancel()  # left early: abandon the call (after the end marker it is done, and this does nothing)
     return lt.wait(fut)
 
 def _stream(self:ConBlockingKernelClient, code:str, # Code to run

@@ -80,3 +80,17 @@ async def running_requests(kc, n:int=1):
     futs = [kc.execute('import time; time.sleep(60)', reply=True, timeout=120) for _ in range(n)]
     await asyncio.sleep(0.3)
     return futs
+
+@contextlib.asynccontextmanager
+async def fake_server(handlers:list):
+    "A scripted tornado app (`handlers`: tornado's `[(pattern, RequestHandler, kwargs)]`) on 127.0.0.1 and a free port, in the running loop: its URL."
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+    from tornado.web import Application
+    sockets = bind_sockets(0, '127.0.0.1')
+    server = HTTPServer(Application(handlers))
+    server.add_sockets(sockets)
+    try: yield f'http://127.0.0.1:{sockets[0].getsockname()[1]}'
+    finally:
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), 10)

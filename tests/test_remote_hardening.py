@@ -1,5 +1,5 @@
 "Regressions of the remote transport's adversarial review: hostile frames and answers, connections left behind, secrets in URLs, clean-up."
-import asyncio, contextlib, json, logging, os, signal, statistics, subprocess, sys, time, uuid
+import asyncio, contextlib, json, logging, os, re, signal, statistics, subprocess, sys, time, uuid
 from urllib.parse import urlsplit
 import psutil
 from datetime import datetime, timezone
@@ -175,4 +175,178 @@ def test_clients_stopped_while_connecting_or_reconnecting_leave_no_connection_on
             # so aborted connects take it below zero; a connection left open would take it above
             assert await connections(km) <= 0
         finally: await km.shutdown_kernel()
+    run(main())
+
+# --- finding 3: packing at send time
+
+def test_an_unserialisable_request_sent_while_reconnecting_fails_alone_in_its_callers_hands(server):
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            running = kc.execute('import time; time.sleep(0.5); print("ran across the reconnect")', outputs=True, timeout=30)
+            kc._ws.conn.protocol.stream.close()  # the TCP connection drops
+            await until(lambda: kc._ws is None, every=0)  # reconnecting: what is sent now waits in the backlog
+            with pytest.raises(ValueError, match="Can't clean for JSON"): kc.shell_request('comm_info_request', target_name=object())
+            with pytest.raises(ValueError, match='not UTF-8'): kc.execute('"\udc80"')
+            sent = kc.execute('print("sent while reconnecting")', outputs=True, timeout=30)
+            assert [o.text for o in (await sent).outputs] == ['sent while reconnecting\n']
+            assert [o.text for o in (await running).outputs] == ['ran across the reconnect\n']
+            assert settled(kc) and (await kc.kernel_info(reply=True, timeout=10))['content']['status'] == 'ok'
+    run(main())
+
+# --- finding 5: a remote kernel shut down at interpreter exit
+
+EXIT_SCRIPT = '''
+import os, sys
+from conkernelclient.blocking import ConBlockingKernelManager
+from conkernelclient.remote import RemoteKernelManager
+km = ConBlockingKernelManager(RemoteKernelManager(sys.argv[1]))  # the token comes from $JUPYTER_TOKEN
+km.start_kernel()
+kc = km.client()
+assert kc.execute('print("up")', outputs=True, timeout=60).outputs[0].text == 'up\\n'
+print(km.akm.kernel_id, flush=True)
+# no close: the interpreter exits, and the exit hook shuts the kernel down
+'''
+
+def test_a_remote_kernel_is_shut_down_when_the_interpreter_exits(server, tmp_path):
+    url, token = server
+    script = tmp_path/'exits.py'
+    script.write_text(EXIT_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), url], env={**os.environ, 'JUPYTER_TOKEN': token}, capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    kernel_id = out.stdout.strip()
+    async def main(): return {k['id'] for k in await RemoteKernelManager(url, token=token).list_kernels()}
+    assert kernel_id and kernel_id not in run(main()), out.stderr  # the exit hook's DELETE went out and was answered
+
+# --- finding 8: answers that are not the Jupyter Server API's
+
+class Proxy(RequestHandler):
+    "What stands in front of a server: an HTML page, a redirect to a login page (with a secret in its query), or JSON of the wrong shape."
+    def initialize(self, hits:list): self.hits = hits
+    def get(self, kind, rest):
+        self.hits.append((kind, rest))
+        if kind=='html': return self.finish('<html><body>Sign in</body></html>')  # tornado says text/html
+        if kind=='redirect': return self.redirect('/hub/login?next=%2Fapi%2Fkernels&token=s3cret')
+        self.set_header('Content-Type', 'application/json')
+        self.finish('[]' if kind=='list' else '{"id": 7}')
+    post = get
+
+def test_answers_that_are_not_json_are_server_errors_and_a_failing_rest_check_kills_no_client(server):
+    url, token = server
+    async def main():
+        hits = []
+        async with fake_server([(r'/(html|redirect|list|noid)(/.*)', Proxy, dict(hits=hits))]) as fake:
+            with pytest.raises(ServerError, match=rf'GET /api/kernels: the server at {fake}/html answered HTTP 200 with text/html') as e:
+                await RemoteKernelManager(fake+'/html', token='t').list_kernels()
+            assert e.value.status == 200
+            with pytest.raises(ServerError, match=r'redirected \(HTTP 302\) to /hub/login: a login page') as e:
+                await RemoteKernelManager(fake+'/redirect', token='t').list_kernels()
+            assert e.value.status == 302 and 's3cret' not in str(e.value)
+            with pytest.raises(ServerError, match='JSON list, where the Jupyter Server API answers a dict'):
+                await RemoteKernelManager(fake+'/list', token='t', kernel_id='k').kernel_model()
+            with pytest.raises(ServerError, match='without an id'): await RemoteKernelManager(fake+'/noid', token='t').start_kernel()
+            for kind, says in (('html', 'answered HTTP 200 where a websocket upgrade'), ('redirect', 'redirected')):
+                with pytest.raises(ServerError, match=says):
+                    await asyncio.wait_for(RemoteKernelManager(fake+'/'+kind, token='t', kernel_id='k').client().start_channels(), 30)
+            # the REST check meets a proxy's page while the websocket stays connected: it proves nothing, and kills nothing
+            async with remote_kernel(url, token, rest_interval=0.1, watch_interval=0.02) as (km, kc):
+                running = kc.execute('import time; time.sleep(1); print("done")', outputs=True, timeout=30)
+                await asyncio.sleep(0.1)
+                km.url, before = fake+'/html', len(hits)
+                assert [o.text for o in (await running).outputs] == ['done\n']
+                assert len(hits)-before >= 3  # the checks asked the proxy, several times
+                km.url = url
+    run(main())
+
+# --- finding 9: URLs that carry secrets
+
+def test_urls_with_a_query_or_credentials_are_refused_and_no_secret_is_shown(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    for bad, says in [('http://127.0.0.1:8888/lab?token=s3cret', 'token=...'), ('http://127.0.0.1:8888/?token=s3cret', 'token=...'),
+                      ('https://ada:s3cret@hub.example/user/ada/', 'credentials'), ('http://s3cret@hub.example/', 'credentials'),
+                      ('ftp://ada:s3cret@host/', 'http(s) URL'), ('http://h/#s3cret', 'query'), ('http://h:s3cret/', 'valid URL')]:
+        with pytest.raises(ValueError, match=re.escape(says)) as e: RemoteKernelManager(bad, token='t')
+        assert 's3cret' not in str(e.value), e.value
+    with pytest.raises(ValueError, match='printable ASCII') as e: RemoteKernelManager('http://h', token='s3cret\r\nX: y')
+    assert 's3cret' not in str(e.value)
+    km = RemoteKernelManager('http://127.0.0.1:9/', token='s3cret')
+    with pytest.raises(ValueError, match=re.escape('token=...')): km.url = 'http://127.0.0.1:9/lab?token=s3cret'
+    assert 's3cret' not in repr(km) and km.url == 'http://127.0.0.1:9'
+    # a base path (JupyterHub's /user/<name>/) is the server's own, and works end to end
+    proc, url, token = jupyter_server(tmp_path, '--ServerApp.base_url=/user/ada/')
+    async def main():
+        async with remote_kernel(url+'/user/ada/', token) as (km, kc):
+            assert km.url == url+'/user/ada'
+            assert (await kc.execute('print("hub")', outputs=True, timeout=30)).outputs[0].text == 'hub\n'
+            with pytest.raises(ServerError, match=re.escape(f'the server at {url}/user/bob answered HTTP 404')):
+                await RemoteKernelManager(url+'/user/bob', token=token).list_kernels()
+    try: run(main())
+    finally: stop(proc)
+    assert 's3cret' not in caplog.text and token not in caplog.text
+
+# --- finding 11: a cancelled start
+
+def test_a_start_cancelled_by_its_caller_leaves_no_kernel_on_the_server(server):
+    url, token = server
+    async def main():
+        watcher = RemoteKernelManager(url, token=token)
+        before = {k['id'] for k in await watcher.list_kernels()}
+        async def made(): return {k['id'] for k in await watcher.list_kernels()} - before
+        async def gone(): return not await made()
+        for how in ('cancel', 'wait_for', 'no shutdown'):
+            km = RemoteKernelManager(url, token=token)
+            if how=='wait_for':
+                with pytest.raises(TimeoutError): await asyncio.wait_for(km.start_kernel(), 0.01)
+            else:
+                start = asyncio.ensure_future(km.start_kernel())
+                await asyncio.sleep(0)  # the POST is on its way
+                start.cancel()
+            await until(made, 30)  # the server starts the kernel anyway (it is listed from its launch until its deletion ends)
+            if how=='no shutdown': await until(gone, 30)  # nobody waits: the clean-up deletes it once the server says which it made
+            else: await asyncio.wait_for(km.shutdown_kernel(), 60)  # which waits for the clean-up
+            assert km.kernel_id is None and await gone()
+    run(main())
+
+# --- finding 17: shutting down a kernel the server is restarting
+
+def test_shutting_down_a_kernel_the_server_is_restarting(server):
+    url, token = server
+    async def main():
+        km = RemoteKernelManager(url, token=token)
+        await asyncio.wait_for(km.start_kernel(), 60)
+        kc = await asyncio.wait_for(km.client().start_channels(), 30)
+        try:
+            r = await kc.execute('', user_expressions=dict(pid='__import__("os").getpid()'), reply=True, timeout=10)
+            pending = kc.execute('import time; time.sleep(60)', reply=True, timeout=60)
+            await asyncio.sleep(0.3)
+            os.kill(int(r['content']['user_expressions']['pid']['data']['text/plain']), signal.SIGKILL)
+            with pytest.raises(KernelRestartedError): await asyncio.wait_for(pending, 30)
+            # the server announced `restarting`, and restarts the kernel now: jupyter_server 2.21 fails a DELETE meanwhile (HTTP 500)
+            await asyncio.wait_for(km.shutdown_kernel(), 90)
+            assert km.kernel_id not in {k['id'] for k in await km.list_kernels()}
+        finally: await kc.astop_channels()
+    run(main())
+
+# --- quick ACKs: on by default, and what they are for
+
+DELACK_MIN = 0.04  # Linux's TCP_DELACK_MIN: HZ/25 seconds
+
+def test_quick_acks_are_on_by_default_and_cut_the_round_trip_by_the_delayed_ack_timer(server):
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, default):
+            nagle = await asyncio.wait_for(km.client(quickack=False).start_channels(), 30)
+            try:
+                times = {default: [], nagle: []}
+                for _ in range(25):  # interleaved, so the machine's load falls on both alike
+                    for kc in times:
+                        t0 = time.perf_counter()
+                        await kc.execute('', reply=True, timeout=30)
+                        times[kc].append(time.perf_counter()-t0)
+                fast, slow = statistics.median(times[default]), statistics.median(times[nagle])
+                print(f'\nmedian round trip: {fast*1e3:.1f} ms with the default client, {slow*1e3:.1f} ms with quickack=False')
+                # delayed ACKs hold each reply for Linux's minimum delayed-ACK time (TCP_DELACK_MIN, 40 ms); quick ACKs remove the wait.
+                # Load slows both alike, so the gap is what binds; the ratio says it is the larger part of the round trip.
+                assert slow-fast > DELACK_MIN/2 and slow > 2*fast, (fast, slow)
+            finally: await nagle.astop_channels()
     run(main())

@@ -461,6 +461,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'conkernelclient.remote._from_legacy': ('remote.html#_from_legacy', 'conkernelclient/remote.py'),
                                         'conkernelclient.remote._from_v1': ('remote.html#_from_v1', 'conkernelclient/remote.py'),
                                         'conkernelclient.remote._json_answer': ('remote.html#_json_answer', 'conkernelclient/remote.py'),
+                                        'conkernelclient.remote._listening': ('remote.html#_listening', 'conkernelclient/remote.py'),
                                         'conkernelclient.remote._pack': ('remote.html#_pack', 'conkernelclient/remote.py'),
                                         'conkernelclient.remote._redirected': ('remote.html#_redirected', 'conkernelclient/remote.py'),
                                         'conkernelclient.remote._server_error': ('remote.html#_server_error', 'conkernelclient/remote.py'),

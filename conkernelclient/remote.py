@@ -38,7 +38,7 @@ def _shown(url:str):
     u = urlsplit(url)
     return f'{u.scheme}://{u.netloc.rpartition("@")[2]}{u.path}' if u.scheme else u.path
 
-# %% ../nbs/02_remote.ipynb #4f5fd472
+# %% ../nbs/02_remote.ipynb #477fa762
 def _server_error(what:str, # e.g. 'GET /api/kernels'
                   url:str, # the server's base URL, which holds no secret
                   e:Exception): # what tornado raised
@@ -67,7 +67,7 @@ def _redirected(what:str, url:str, code:int, resp):
     return ServerError(f'{what}: the server at {url} redirected (HTTP {code}) {where}: a login page or a proxy, not the Jupyter Server API? '
                        'Give the URL of the server itself, and its token as token=...', code)
 
-# %% ../nbs/02_remote.ipynb #05dd22ec
+# %% ../nbs/02_remote.ipynb #7ddbff02
 def _json_answer(what:str, url:str, resp, # a 2xx tornado `HTTPResponse`
                  expect:type|None=None): # the JSON type the API answers (dict, list); None: any, or nothing
     "The JSON `resp` carries; a `ServerError` naming the server and the status if it is not JSON (a proxy's page) or not an `expect`."
@@ -105,7 +105,7 @@ def _from_v1(frame:bytes):
     header, parent, metadata, content = map(json.loads, parts[:4])
     return channel, _message(header, _dated(parent or {}), metadata, content, [memoryview(b) for b in parts[4:]])
 
-# %% ../nbs/02_remote.ipynb #3e98334b
+# %% ../nbs/02_remote.ipynb #ccf2a759
 def _pack(msg:dict, pack): # `pack(dict) -> bytes`: the session's JSON packer
     "`msg`'s parts as bytes: header, parent header, metadata and content as UTF-8 JSON, then its buffers; raises if they cannot be."
     parts = [pack(msg['header']), pack(msg['parent_header']), pack(msg['metadata']), pack(msg['content'])]
@@ -177,7 +177,7 @@ def close(self:KernelWebSocket):
     # not upgraded yet: tornado has no public abort, and its request timeout ends the request at any stage, closing the socket
     conn._on_timeout('(abandoned by its client)')
 
-# %% ../nbs/02_remote.ipynb #ed39d0f7
+# %% ../nbs/02_remote.ipynb #65c8b76b
 @patch
 def _received(self:KernelWebSocket, frame:str|bytes|None): # None once the connection has closed
     "Tornado's callback for each frame: nothing raised may reach tornado, which would abort the connection and lose the frames behind."
@@ -215,7 +215,7 @@ def _broken(self:KernelWebSocket, exc:Exception):
         f'the client stopped working: routing a message from the websocket raised {exc!r} (a bug in conkernelclient)'))
     self.close()
 
-# %% ../nbs/02_remote.ipynb #ecec384c
+# %% ../nbs/02_remote.ipynb #fb01a12d
 @patch
 def _ack(self:KernelWebSocket):
     "Ask the kernel TCP stack to acknowledge at once: quick-ACK mode lapses, so it is set again after each frame."
@@ -260,7 +260,7 @@ class RemoteKernelManager(LoggingConfigurable):
 
     def __repr__(self): return f'<{type(self).__name__} {self.url} kernel {self.kernel_id}>'
 
-# %% ../nbs/02_remote.ipynb #d9b12f2f
+# %% ../nbs/02_remote.ipynb #a6acde7a
 def _base_url(url:str):
     "`url` as a server's base URL, without its trailing /; a `ValueError` that shows no secret if it is not one."
     try: u = urlsplit(url); u.port
@@ -279,7 +279,7 @@ def _check_token(token:str):
     if not (token.isascii() and token.isprintable()): raise ValueError('token must be printable ASCII, to travel in an HTTP header')
     return token
 
-# %% ../nbs/02_remote.ipynb #c1a23b67
+# %% ../nbs/02_remote.ipynb #e7fa015a
 class _ExitSafeResolver(Resolver):
     "Host lookups in the event loop's thread pool, as tornado's default does; inline once the pool refuses work (at interpreter exit)."
     async def resolve(self, host:str, port:int, family:socket.AddressFamily=socket.AF_UNSPEC):
@@ -361,7 +361,7 @@ async def _delete_started(self:RemoteKernelManager, post:asyncio.Future): # the 
     try: await self._delete(kid)
     except Exception as e: _log.warning('could not delete the kernel a cancelled start made (%s): %s', kid, e)
 
-# %% ../nbs/02_remote.ipynb #9af1ba1f
+# %% ../nbs/02_remote.ipynb #b5d4f2ab
 @patch
 async def list_kernels(self:RemoteKernelManager):
     "The server's models of its running kernels."
@@ -390,7 +390,7 @@ async def restart_kernel(self:RemoteKernelManager, **kw):
     "Restart the kernel: its clients' pending requests fail with `KernelRestartedError`, requests are refused meanwhile, and clients rejoin."
     await _restart_for_clients(self, self._call('POST', self._kernel_path('/restart')))
 
-# %% ../nbs/02_remote.ipynb #0783cb6a
+# %% ../nbs/02_remote.ipynb #205c84b3
 @patch
 async def shutdown_kernel(self:RemoteKernelManager, now:bool=False, restart:bool=False):
     "Shut the kernel down once cancelled starts are cleaned up; its clients close, failing what is pending with `DeadKernelError`."
@@ -572,10 +572,16 @@ def _owner(self:RemoteKernelClient):
 
 # %% ../nbs/02_remote.ipynb #98c92ab9
 def _find_server_info(runtime_dir:Path, pid:int):
-    "The server info file the server with `pid` writes into `runtime_dir` once it listens, or None."
+    "The server info file the server with `pid` writes into `runtime_dir` as it starts, or None."
     f = Path(runtime_dir)/f'jpserver-{pid}.json'
     try: return json.loads(f.read_text())
     except (OSError, ValueError): return None
+
+def _listening(port:int):
+    "Whether something accepts TCP connections on 127.0.0.1:`port`."
+    try: socket.create_connection(('127.0.0.1', port), timeout=1).close()
+    except OSError: return False
+    return True
 
 def start_local_server(root:str|Path, # Directory the server serves, and keeps its runtime files and config in
                        token:str, # The token clients must present
@@ -589,7 +595,8 @@ def start_local_server(root:str|Path, # Directory the server serves, and keeps i
            '--ServerApp.open_browser=False', '--ServerApp.port_retries=0', '--ServerApp.allow_root=True', *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root/'server.log', 'wb'))
     deadline = time.monotonic()+timeout
-    while (info := _find_server_info(rt, proc.pid)) is None:
+    # jupyter_server writes its info file before its event loop runs, and binds its port from that loop: wait for both
+    while (info := _find_server_info(rt, proc.pid)) is None or not _listening(info['port']):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f'jupyter server did not start: see {root/"server.log"}')

@@ -1,7 +1,5 @@
 "Regressions of the remote transport's adversarial review: hostile frames and answers, connections left behind, secrets in URLs, clean-up."
 import asyncio, contextlib, json, logging, os, re, signal, statistics, subprocess, sys, time, uuid
-from urllib.parse import urlsplit
-import psutil
 from datetime import datetime, timezone
 import pytest
 from jupyter_client.session import Session
@@ -10,15 +8,9 @@ from tornado.websocket import WebSocketHandler
 from conkernelclient import ClientClosedError, DeadKernelError, KernelRestartedError, StartTimeoutError
 from conkernelclient.remote import V1, RemoteKernelManager, ServerError, v1_frame, v1_parts
 from conftest import run, settled
-from servers import fake_server, jupyter_server, remote_kernel, stop
+from servers import fake_server, jupyter_server, remote_kernel, sockets_to, stop, until, until_no_sockets
 
 pytestmark = pytest.mark.timeout(120)
-
-async def until(pred, timeout:float=10, every:float=0.01):
-    "Wait until `pred()` (sync or async) is true; `TimeoutError` after `timeout` seconds."
-    async def poll():
-        while not ((r := pred()) if not asyncio.iscoroutinefunction(pred) else await pred()): await asyncio.sleep(every)
-    await asyncio.wait_for(poll(), timeout)
 
 async def connections(km):
     "How many websockets the server holds open to `km`'s kernel."
@@ -138,19 +130,6 @@ def test_a_client_stopped_mid_upgrade_leaves_no_connection_open(how):
                 await asyncio.wait_for(events['dropped'].wait(), 5)
             finally: events['release'].set()
     run(main())
-
-def sockets_to(url:str):
-    "The TCP connections this process holds open to the server at `url` (closed ones linger only in TIME_WAIT or FIN_WAIT)."
-    port = urlsplit(url).port
-    return [c for c in psutil.Process().net_connections('tcp')
-            if c.raddr and c.raddr.port==port and c.status in (psutil.CONN_ESTABLISHED, psutil.CONN_CLOSE_WAIT, psutil.CONN_SYN_SENT)]
-
-async def until_no_sockets(url:str, timeout:float=10):
-    "Wait until this process holds no connection to the server at `url`; fail with what it holds if it still does."
-    deadline = time.monotonic()+timeout
-    while held := sockets_to(url):
-        if time.monotonic() > deadline: pytest.fail(f'{len(held)} connections to the server are still open: {held}')
-        await asyncio.sleep(0.05)
 
 def test_clients_stopped_while_connecting_or_reconnecting_leave_no_connection_on_the_server(server):
     url, token = server
@@ -291,7 +270,13 @@ def test_a_start_cancelled_by_its_caller_leaves_no_kernel_on_the_server(server):
     async def main():
         watcher = RemoteKernelManager(url, token=token)
         before = {k['id'] for k in await watcher.list_kernels()}
-        async def made(): return {k['id'] for k in await watcher.list_kernels()} - before
+        async def made():
+            "The kernels the server lists beyond those it had; asked again on HTTP 500 (jupyter_server 2.21 fails a listing that meets a kernel it has not finished recording)."
+            while True:
+                try: return {k['id'] for k in await watcher.list_kernels()} - before
+                except ServerError as e:
+                    if e.status != 500: raise
+                await asyncio.sleep(0.01)
         async def gone(): return not await made()
         for how in ('cancel', 'wait_for', 'no shutdown'):
             km = RemoteKernelManager(url, token=token)
@@ -301,10 +286,12 @@ def test_a_start_cancelled_by_its_caller_leaves_no_kernel_on_the_server(server):
                 start = asyncio.ensure_future(km.start_kernel())
                 await asyncio.sleep(0)  # the POST is on its way
                 start.cancel()
-            await until(made, 30)  # the server starts the kernel anyway (it is listed from its launch until its deletion ends)
-            if how=='no shutdown': await until(gone, 30)  # nobody waits: the clean-up deletes it once the server says which it made
-            else: await asyncio.wait_for(km.shutdown_kernel(), 60)  # which waits for the clean-up
-            assert km.kernel_id is None and await gone()
+            try:
+                await until(made, 30)  # the server starts the kernel anyway (it is listed from its launch until its deletion ends)
+                if how=='no shutdown': await until(gone, 30)  # nobody waits: the clean-up deletes it once the server says which it made
+                else: await asyncio.wait_for(km.shutdown_kernel(), 60)  # which waits for the clean-up
+            except TimeoutError: pytest.fail(f'{how}: timed out; the server lists {await made()} beyond what it had')
+            assert km.kernel_id is None and await asyncio.wait_for(gone(), 10), (how, await made())
     run(main())
 
 # --- finding 17: shutting down a kernel the server is restarting
@@ -338,11 +325,12 @@ def test_quick_acks_are_on_by_default_and_cut_the_round_trip_by_the_delayed_ack_
             nagle = await asyncio.wait_for(km.client(quickack=False).start_channels(), 30)
             try:
                 times = {default: [], nagle: []}
-                for _ in range(25):  # interleaved, so the machine's load falls on both alike
+                for _ in range(6):  # alternating runs, so the machine's load falls on both alike
                     for kc in times:
-                        t0 = time.perf_counter()
-                        await kc.execute('', reply=True, timeout=30)
-                        times[kc].append(time.perf_counter()-t0)
+                        for _ in range(5):  # back to back: a request sent soon after a reply puts Linux's TCP in its delayed-ACK mode
+                            t0 = time.perf_counter()
+                            await kc.execute('', reply=True, timeout=30)
+                            times[kc].append(time.perf_counter()-t0)
                 fast, slow = statistics.median(times[default]), statistics.median(times[nagle])
                 print(f'\nmedian round trip: {fast*1e3:.1f} ms with the default client, {slow*1e3:.1f} ms with quickack=False')
                 # delayed ACKs hold each reply for Linux's minimum delayed-ACK time (TCP_DELACK_MIN, 40 ms); quick ACKs remove the wait.

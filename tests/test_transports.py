@@ -117,6 +117,7 @@ def test_sigkill_fails_every_pending_request_promptly(open_kernel, request):
             # seconds (its config is private and empty: the default), then announces `restarting`, and the kernel is restarted
             expected, bound = (KernelRestartedError, 2*KernelRestarter.time_to_dead.default_value) if remote else (DeadKernelError, 5*kc.watch_interval)
             assert all(isinstance(r, expected) for r in res), res
+            if remote: assert all('the server is restarting it' in str(r) for r in res), res  # the server's own news, first
             print(f'\n{type(res[0]).__name__} for 20 pending requests {took:.2f} s after SIGKILL (bound {bound:.1f} s)')
             assert took < bound
     run(main())

@@ -19,6 +19,7 @@ async def connections(km):
 # --- a scripted kernel websocket, to send what a real server never does
 
 def _header(msg_type:str):
+    "A kernel's header for a `msg_type` message."
     return dict(msg_id=uuid.uuid4().hex, msg_type=msg_type, session='fake-kernel', username='fake', version='5.3',
                 date=datetime.now(timezone.utc).isoformat())
 

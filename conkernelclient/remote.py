@@ -14,12 +14,14 @@ from urllib.parse import quote, urlsplit
 from fastcore.basics import patch
 from jupyter_client.session import Session
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClosedError, websocket_connect
-from traitlets import Bool, Dict, Float, Instance, Unicode, Enum
+from tornado.httputil import HTTPHeaders
+from tornado.netutil import Resolver
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketError
+from traitlets import Bool, Dict, Float, Instance, Unicode, Enum, validate
 from traitlets.config import LoggingConfigurable
 
 from .core import (ChannelView, ConKernelClient, DeadKernelError, KernelRestartedError,
-                                  _dated, _log, _message, _restart_for_clients, _ROUTES)
+                                  _check_str, _dated, _log, _message, _restart_for_clients, _ROUTES)
 
 # %% ../nbs/02_remote.ipynb #85d37b80
 class ServerError(OSError):
@@ -31,19 +33,54 @@ class ServerError(OSError):
 class AuthenticationError(ServerError, PermissionError):
     "The server refused the token (HTTP 401 or 403)."
 
+def _shown(url:str):
+    "`url` as errors and reprs may show it: scheme, host, port and path, without credentials, query or fragment (where secrets travel)."
+    u = urlsplit(url)
+    return f'{u.scheme}://{u.netloc.rpartition("@")[2]}{u.path}' if u.scheme else u.path
+
+# %% ../nbs/02_remote.ipynb #477fa762
 def _server_error(what:str, # e.g. 'GET /api/kernels'
-                  url:str, e:Exception):
+                  url:str, # the server's base URL, which holds no secret
+                  e:Exception): # what tornado raised
     "The `ServerError` that says why `what` failed on the server at `url`."
-    code = getattr(e, 'code', None)
+    code, resp = getattr(e, 'code', None), getattr(e, 'response', None)
     if isinstance(e, ssl.SSLError): return ServerError(f'{what}: the server at {url} failed TLS verification ({e}); '
                                                       'validate_cert=False only for a server you trust', None)
     if code in (401, 403): return AuthenticationError(f'{what}: the server at {url} refused the token (HTTP {code}); '
                                                      'pass token=..., or set $JUPYTER_TOKEN', code)
     if code is None or code==599: return ServerError(f'{what}: cannot reach the server at {url}: {e}', None)
-    body = getattr(getattr(e, 'response', None), 'body', None) or b''
-    try: detail = json.loads(body).get('message') or ''
-    except (ValueError, AttributeError): detail = ''
-    return ServerError(f'{what}: HTTP {code} {getattr(e, "message", "")} {detail}'.rstrip(), code)
+    if code < 300: return ServerError(f'{what}: the server at {url} answered HTTP {code} where a websocket upgrade (101) was due: '
+                                      'is a proxy in the way that does not pass websockets on?', code)
+    if code < 400: return _redirected(what, url, code, resp)
+    return ServerError(f'{what}: the server at {url} answered HTTP {code} {getattr(e, "message", "")} {_detail(resp)}'.rstrip(), code)
+
+def _detail(resp):
+    "The `message` of a Jupyter Server's JSON error body, or ''."
+    try: msg = json.loads(getattr(resp, 'body', None) or b'').get('message')
+    except (ValueError, AttributeError): return ''
+    return msg if isinstance(msg, str) else ''
+
+def _redirected(what:str, url:str, code:int, resp):
+    "The `ServerError` of a redirect, which the REST API never answers: a login page or a proxy is in the way."
+    loc = getattr(resp, 'headers', {}).get('Location')
+    where = f'to {_shown(loc)}' if loc else 'without saying where'
+    return ServerError(f'{what}: the server at {url} redirected (HTTP {code}) {where}: a login page or a proxy, not the Jupyter Server API? '
+                       'Give the URL of the server itself, and its token as token=...', code)
+
+# %% ../nbs/02_remote.ipynb #7ddbff02
+def _json_answer(what:str, url:str, resp, # a 2xx tornado `HTTPResponse`
+                 expect:type|None=None): # the JSON type the API answers (dict, list); None: any, or nothing
+    "The JSON `resp` carries; a `ServerError` naming the server and the status if it is not JSON (a proxy's page) or not an `expect`."
+    if not resp.body and expect is None: return None
+    try: data = json.loads(resp.body)
+    except ValueError:
+        kind = (resp.headers.get('Content-Type') or 'a body').split(';')[0] if resp.body else 'nothing'
+        raise ServerError(f'{what}: the server at {url} answered HTTP {resp.code} with {kind} instead of JSON: '
+                          'is it a Jupyter Server, and not a proxy or a login page in front of one?', resp.code) from None
+    if expect is not None and not isinstance(data, expect):
+        raise ServerError(f'{what}: the server at {url} answered HTTP {resp.code} with a JSON {type(data).__name__}, '
+                          f'where the Jupyter Server API answers a {expect.__name__}', resp.code)
+    return data
 
 # %% ../nbs/02_remote.ipynb #0436c25a
 V1 = 'v1.kernel.websocket.jupyter.org'
@@ -68,10 +105,14 @@ def _from_v1(frame:bytes):
     header, parent, metadata, content = map(json.loads, parts[:4])
     return channel, _message(header, _dated(parent or {}), metadata, content, [memoryview(b) for b in parts[4:]])
 
-def _to_v1(channel:str, msg:dict, pack):
-    "The v1 frame of `msg` on `channel`, its dicts packed by `pack`."
+# %% ../nbs/02_remote.ipynb #ccf2a759
+def _pack(msg:dict, pack): # `pack(dict) -> bytes`: the session's JSON packer
+    "`msg`'s parts as bytes: header, parent header, metadata and content as UTF-8 JSON, then its buffers; raises if they cannot be."
     parts = [pack(msg['header']), pack(msg['parent_header']), pack(msg['metadata']), pack(msg['content'])]
-    return v1_frame(channel, parts + [bytes(b) for b in msg.get('buffers') or ()])
+    try:
+        for p in parts: p.decode()
+    except UnicodeDecodeError as e: raise ValueError(f'a {msg["header"].get("msg_type")} whose JSON is not UTF-8 (a lone surrogate in a str?): {e}') from None
+    return parts + [bytes(b) for b in msg.get('buffers') or ()]
 
 # %% ../nbs/02_remote.ipynb #dab997a6
 def _from_legacy(frame:str|bytes):
@@ -85,135 +126,251 @@ def _from_legacy(frame:str|bytes):
     m = json.loads(frame)
     return m.get('channel'), _message(m['header'], _dated(m.get('parent_header') or {}), m.get('metadata'), m['content'], buffers)
 
-def _to_legacy(channel:str, msg:dict, pack):
-    "The legacy frame of `msg` on `channel`: JSON text, or binary with buffers."
-    js = pack(dict(channel=channel, header=msg['header'], parent_header=msg['parent_header'], metadata=msg['metadata'], content=msg['content']))
-    if not msg.get('buffers'): return js.decode()
-    parts = [js, *map(bytes, msg['buffers'])]
-    offsets = [4*(len(parts)+1)]
-    for p in parts[:-1]: offsets.append(offsets[-1]+len(p))
-    return struct.pack(f'!{len(parts)+1}I', len(parts), *offsets) + b''.join(parts)
+def _to_legacy(channel:str, parts:list): # parts packed by `_pack`
+    "The legacy frame of a packed message on `channel`, and whether it is binary: JSON text (UTF-8 bytes), or binary with buffers."
+    js = b''.join([b'{"channel":', json.dumps(channel).encode(), b',"header":', parts[0], b',"parent_header":', parts[1],
+                   b',"metadata":', parts[2], b',"content":', parts[3], b'}'])
+    if len(parts)==4: return js, False
+    chunks = [js, *parts[4:]]
+    offsets = [4*(len(chunks)+1)]
+    for p in chunks[:-1]: offsets.append(offsets[-1]+len(p))
+    return struct.pack(f'!{len(chunks)+1}I', len(chunks), *offsets) + b''.join(chunks), True
 
 # %% ../nbs/02_remote.ipynb #fa49793d
 class KernelWebSocket:
-    "One connection to a kernel's channels: `send(channel, msg)` frames a message out; each one in goes to `deliver(channel, msg)`."
-    def __init__(self, deliver, pack, quickack:bool):
-        self.deliver,self.pack,self.quickack,self.conn,self._early = deliver,pack,quickack,None,[]
-        self.closed = asyncio.get_running_loop().create_future()
-        self.bad_messages = 0
+    "One connection to a kernel's channels: `send(channel, parts)` frames a packed message out; each one in goes to `deliver(channel, msg)`."
+    def __init__(self, deliver, dropped, quickack:bool): # `deliver(channel, msg)`; `dropped(exc)` for each frame that is not a message
+        self.deliver,self.dropped,self.quickack,self.conn,self.v1,self.sock,self.closing = deliver,dropped,quickack,None,None,None,False
+        self.closed = asyncio.get_running_loop().create_future()  # the close code; a named error if handling a frame failed
 
     @classmethod
-    async def open(cls, request:HTTPRequest, deliver, pack, # `deliver(channel, msg)`; `pack(dict) -> bytes`
+    async def open(cls, request:HTTPRequest, # a ws:// or wss:// request
+                   deliver, dropped, # `deliver(channel, msg)`; `dropped(exc)`
                    v1:bool=True, # offer the v1 subprotocol (else the legacy JSON protocol)
                    quickack:bool=True): # acknowledge each frame at once (Linux), instead of after the ~40 ms delayed-ACK timer
-        "Connect to `request`'s URL and start delivering."
-        ws = cls(deliver, pack, quickack and hasattr(socket, 'TCP_QUICKACK'))
-        conn = await websocket_connect(request, on_message_callback=ws._received, subprotocols=[V1] if v1 else None,
-                                       ping_interval=10, ping_timeout=10, max_message_size=1<<30)
-        ws.conn, ws.v1, ws.sock = conn, conn.selected_subprotocol==V1, conn.protocol.stream.socket
-        if ws.quickack: ws._ack()
-        for frame in ws._early: ws._received(frame)  # what tornado delivered before `websocket_connect` returned
+        "Connect to `request`'s URL and start delivering; a connect that fails or is cancelled leaves no connection behind."
+        ws = cls(deliver, dropped, quickack and hasattr(socket, 'TCP_QUICKACK'))
+        ws.conn = WebSocketClientConnection(request, on_message_callback=ws._received, subprotocols=[V1] if v1 else None,
+                                            ping_interval=10, ping_timeout=10, max_message_size=1<<30, resolver=_RESOLVER)
+        try: await ws.conn.connect_future
+        except BaseException as e:
+            ws.close()
+            # tornado's "Non-websocket response": a 2xx where the 101 was due, which `_server_error` names with its status
+            if isinstance(e, WebSocketError): raise HTTPClientError(ws.conn.code, 'not a websocket upgrade') from None
+            raise
+        ws._upgraded()
         return ws
 
-    def _received(self, frame):
-        "Tornado's callback for each frame (None once closed): decode it and deliver it."
-        if self.conn is None: return self._early.append(frame)
-        if frame is None:
-            if not self.closed.done(): self.closed.set_result(self.conn.close_code)
-            return
-        if self.quickack: self._ack()
-        try: channel, msg = (_from_v1 if self.v1 and isinstance(frame, bytes) else _from_legacy)(frame)  # text is always JSON
-        except Exception as e:
-            self.bad_messages += 1
-            return _log.warning('dropped a websocket message that failed to decode: %r', e)
-        self.deliver(channel, msg)
+@patch
+def _upgraded(self:KernelWebSocket):
+    "Read what the upgrade settled (the framing the server chose, the socket to acknowledge on), once; frames may come before `open` returns."
+    if self.sock is not None: return
+    self.v1, self.sock = self.conn.selected_subprotocol==V1, self.conn.protocol.stream.socket
+    if self.quickack: self._ack()
 
-    def _ack(self):
-        "Ask the kernel TCP stack to acknowledge at once: quick-ACK mode lapses, so it is set again after each frame."
-        try: self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        except OSError: self.quickack = False
+@patch
+def close(self:KernelWebSocket):
+    "Close the connection, at whatever stage it is: open (the closing handshake), or still connecting or upgrading (aborted)."
+    self.closing, conn = True, self.conn
+    if conn is None: return
+    if conn.protocol is not None: return conn.close()
+    # not upgraded yet: tornado has no public abort, and its request timeout ends the request at any stage, closing the socket
+    conn._on_timeout('(abandoned by its client)')
 
-    def send(self, channel:str, msg:dict):
-        "Frame and send `msg` on `channel`; False if the connection is closed (nothing was sent)."
-        frame = (_to_v1 if self.v1 else _to_legacy)(channel, msg, self.pack)
-        try: fut = self.conn.write_message(frame, binary=isinstance(frame, bytes))
-        except WebSocketClosedError: return False
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a write that fails later shows as the connection closing
-        return True
+# %% ../nbs/02_remote.ipynb #65c8b76b
+@patch
+def _received(self:KernelWebSocket, frame:str|bytes|None): # None once the connection has closed
+    "Tornado's callback for each frame: nothing raised may reach tornado, which would abort the connection and lose the frames behind."
+    try:
+        if frame is None: return self._ended()
+        if not self.closing: self._handle(frame)
+    except Exception as e: self._broken(e)
 
-    def close(self):
-        "Close the connection."
-        if self.conn is not None: self.conn.close()
+@patch
+def _handle(self:KernelWebSocket, frame:str|bytes):
+    "Deliver the message `frame` carries; a frame that is not a well-typed message on a known channel goes to `dropped`."
+    self._upgraded()
+    if self.quickack: self._ack()
+    try: channel, msg = self._decode(frame)
+    except Exception as e: return self.dropped(e)
+    self.deliver(channel, msg)
+
+@patch
+def _decode(self:KernelWebSocket, frame:str|bytes):
+    "The channel and message of `frame`; raises unless it is a well-typed message on one of the four channels."
+    channel, msg = (_from_v1 if self.v1 and isinstance(frame, bytes) else _from_legacy)(frame)  # text is always JSON
+    if channel not in _ROUTES: raise ValueError(f'a message on no known channel: {channel!r:.60}')
+    return channel, msg
+
+@patch
+def _ended(self:KernelWebSocket):
+    "The connection closed: `closed` ends with its close code."
+    if not self.closed.done(): self.closed.set_result(self.conn.close_code)
+
+@patch
+def _broken(self:KernelWebSocket, exc:Exception):
+    "Handling a well-typed message raised, a bug of ours: log it, close the connection, and end `closed` with a named error."
+    _log.error('routing a message from the websocket failed', exc_info=exc)
+    if not self.closed.done(): self.closed.set_exception(DeadKernelError(
+        f'the client stopped working: routing a message from the websocket raised {exc!r} (a bug in conkernelclient)'))
+    self.close()
+
+# %% ../nbs/02_remote.ipynb #fb01a12d
+@patch
+def _ack(self:KernelWebSocket):
+    "Ask the kernel TCP stack to acknowledge at once: quick-ACK mode lapses, so it is set again after each frame."
+    try: self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError: self.quickack = False
+
+@patch
+def send(self:KernelWebSocket, channel:str, parts:list): # a message packed by `_pack`
+    "Frame a packed message in this connection's protocol and send it on `channel`; False if the connection is closed (nothing was sent)."
+    frame, binary = (v1_frame(channel, parts), True) if self.v1 else _to_legacy(channel, parts)
+    try: fut = self.conn.write_message(frame, binary=binary)
+    except WebSocketClosedError: return False
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a write that fails later shows as the connection closing
+    return True
 
 # %% ../nbs/02_remote.ipynb #bc73ac8a
 class RemoteKernelManager(LoggingConfigurable):
     "A kernel on a Jupyter Server or Enterprise Gateway, managed through REST; `client()` gives websocket clients."
-    url = Unicode(help="The server's base URL, e.g. http://127.0.0.1:8888 (with its base path, if any)")
+    url = Unicode(help="The server's base URL, e.g. http://127.0.0.1:8888 (with its base path, if any; no query)")
     token = Unicode(help="The server's token (default: $JUPYTER_TOKEN); sent as a header, never logged")
     kernel_id = Unicode(None, allow_none=True, help="The kernel this manager drives: set by `start_kernel`, or given to attach")
     kernel_name = Unicode('python3', help="The kernelspec `start_kernel` asks for by default")
     env = Dict(help="Environment for the kernels it starts (Enterprise Gateway reads KERNEL_USERNAME and friends from it)")
     validate_cert = Bool(True, help="Verify the server's TLS certificate")
-    request_timeout = Float(60, help="Seconds a REST call may take")
+    request_timeout = Float(60, help="Seconds a REST call may take (and a shutdown, retries included)")
     restarting = Bool(False, help="True while `restart_kernel` runs")
     _clients = Instance(weakref.WeakSet, ())
+    _cleanups = Instance(set, ())  # tasks deleting kernels that cancelled starts made
 
     def __init__(self, url:str, # The server's base URL
                  token:str|None=None, # Its token; default: $JUPYTER_TOKEN
                  kernel_id:str|None=None, # Attach to this running kernel
                  **kwargs):
-        if not isinstance(url, str) or urlsplit(url).scheme not in ('http', 'https'): raise ValueError(f'url must be an http(s) URL, not {url!r}')
         token = os.environ.get('JUPYTER_TOKEN', '') if token is None else token
-        super().__init__(url=url.rstrip('/'), token=token, kernel_id=kernel_id, **kwargs)
+        super().__init__(url=_check_str(url, 'url'), token=_check_str(token, 'token'), kernel_id=kernel_id, **kwargs)
+
+    @validate('url')
+    def _valid_url(self, proposal): return _base_url(proposal['value'])
+
+    @validate('token')
+    def _valid_token(self, proposal): return _check_token(proposal['value'])
 
     def __repr__(self): return f'<{type(self).__name__} {self.url} kernel {self.kernel_id}>'
 
+# %% ../nbs/02_remote.ipynb #a6acde7a
+def _base_url(url:str):
+    "`url` as a server's base URL, without its trailing /; a `ValueError` that shows no secret if it is not one."
+    try: u = urlsplit(url); u.port
+    except ValueError: raise ValueError('url is not a valid URL: its host or port cannot be read') from None  # the parser's message quotes the URL
+    shown = _shown(url)
+    if u.scheme not in ('http', 'https') or not u.hostname: raise ValueError(f'url must be an http(s) URL with a host, not {shown!r}')
+    if u.username is not None or u.password is not None:
+        raise ValueError(f'url {shown!r} holds credentials (user:password@): give the server\'s token as token=... instead')
+    if '?' in url or '#' in url:
+        raise ValueError(f'url {shown!r} has a query (such as ?token=...) or a fragment: give the server\'s base URL (with its base path, '
+                         'if any), and its token as token=...')
+    return url.rstrip('/')
+
+def _check_token(token:str):
+    "`token`, if it can travel in an HTTP header (printable ASCII); the `ValueError` does not show it."
+    if not (token.isascii() and token.isprintable()): raise ValueError('token must be printable ASCII, to travel in an HTTP header')
+    return token
+
+# %% ../nbs/02_remote.ipynb #e7fa015a
+class _ExitSafeResolver(Resolver):
+    "Host lookups in the event loop's thread pool, as tornado's default does; inline once the pool refuses work (at interpreter exit)."
+    async def resolve(self, host:str, port:int, family:socket.AddressFamily=socket.AF_UNSPEC):
+        loop = asyncio.get_running_loop()
+        try: infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        except RuntimeError: infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)  # "cannot schedule new futures after shutdown"
+        return [(fam, addr) for fam, _, _, _, addr in infos]
+
+_RESOLVER = _ExitSafeResolver()
+
 # %% ../nbs/02_remote.ipynb #8ee64013
 @patch
-def _request(self:RemoteKernelManager, path:str, method:str='GET', body:dict|None=None, timeout:float|None=None, **kw):
-    "A tornado `HTTPRequest` for `path` on the server, with the token header."
-    headers = {'Authorization': f'token {self.token}'} if self.token else {}
+def _request(self:RemoteKernelManager, path:str, method:str='GET', body:dict|None=None, timeout:float|None=None):
+    "A tornado `HTTPRequest` for `path` on the server: the token in a header, redirects not followed (the REST API never redirects)."
+    headers = HTTPHeaders({'Authorization': f'token {self.token}'} if self.token else {})
     if body is not None: headers['Content-Type'] = 'application/json'
     timeout = self.request_timeout if timeout is None else timeout
-    return HTTPRequest(self.url+path, method=method, headers=headers, body=None if body is None else json.dumps(body),
-                       validate_cert=self.validate_cert, connect_timeout=timeout, request_timeout=timeout, **kw)
+    return HTTPRequest(self.url+path, method=method, headers=headers, body=None if body is None else json.dumps(body), follow_redirects=False,
+                       validate_cert=self.validate_cert, connect_timeout=timeout, request_timeout=timeout)
 
 @patch
-async def _call(self:RemoteKernelManager, method:str, path:str, body:dict|None=None, timeout:float|None=None):
-    "Call the REST API: the decoded JSON answer (None if empty), or a `ServerError` saying what went wrong."
+async def _fetch(self:RemoteKernelManager, request:HTTPRequest):
+    "Send `request` through an HTTP client of its own, whose host lookups work at interpreter exit too."
+    http = AsyncHTTPClient(force_instance=True, resolver=_RESOLVER)
+    try: return await http.fetch(request)
+    finally: http.close()
+
+@patch
+async def _call(self:RemoteKernelManager, method:str, path:str, body:dict|None=None, timeout:float|None=None,
+                expect:type|None=None): # the JSON type the answer must be (dict, list); None: any, or nothing
+    "Call the REST API: the JSON answer (None if empty), or a `ServerError` saying what went wrong."
     if method=='POST' and body is None: body = {}
-    try: resp = await AsyncHTTPClient().fetch(self._request(path, method, body, timeout))
+    try: resp = await self._fetch(self._request(path, method, body, timeout))
     except (HTTPClientError, OSError) as e: raise _server_error(f'{method} {path}', self.url, e) from None
-    return json.loads(resp.body) if resp.body else None
+    return _json_answer(f'{method} {path}', self.url, resp, expect)
 
 @patch
-def _kernel_path(self:RemoteKernelManager, tail:str=''):
-    "The REST path of this manager's kernel."
-    if not self.kernel_id: raise RuntimeError('no kernel: call `await km.start_kernel()` first, or give kernel_id= to attach')
-    return f'/api/kernels/{quote(self.kernel_id, safe="")}{tail}'
+def _kernel_path(self:RemoteKernelManager, tail:str='', kernel_id:str|None=None): # default: this manager's kernel
+    "The REST path of a kernel."
+    kernel_id = kernel_id or self.kernel_id
+    if not kernel_id: raise RuntimeError('no kernel: call `await km.start_kernel()` first, or give kernel_id= to attach')
+    return f'/api/kernels/{quote(kernel_id, safe="")}{tail}'
 
 # %% ../nbs/02_remote.ipynb #c79a89d8
 @patch
 async def start_kernel(self:RemoteKernelManager, name:str|None=None, # Kernelspec name (default: `kernel_name`)
                        env:dict|None=None, # Extra environment, merged over `env`
                        path:str|None=None): # Working directory, relative to the server's root
-    "Start a kernel on the server and drive it; returns the server's model of it."
+    "Start a kernel on the server and drive it; returns the server's model of it. Cancelled, it deletes the kernel once the server says which."
     body = dict(name=name or self.kernel_name)
     if self.env or env: body['env'] = {**self.env, **(env or {})}
     if path is not None: body['path'] = path
-    model = await self._call('POST', '/api/kernels', body)
-    self.kernel_id = model['id']
+    post = asyncio.ensure_future(self._call('POST', '/api/kernels', body, expect=dict))
+    try: model = await asyncio.shield(post)
+    except asyncio.CancelledError:
+        self._clean_up(self._delete_started(post))
+        raise
+    self.kernel_id = self._model_id(model)
     return model
 
 @patch
+def _model_id(self:RemoteKernelManager, model:dict):
+    "The id of a kernel model the server answered; a `ServerError` if it has none."
+    if not isinstance(kid := model.get('id'), str) or not kid: raise ServerError(f'the server at {self.url} answered a kernel model without an id', 200)
+    return kid
+
+@patch
+def _clean_up(self:RemoteKernelManager, coro):
+    "Run `coro` as a clean-up task of this manager, which `shutdown_kernel` waits for."
+    task = asyncio.ensure_future(coro)
+    self._cleanups.add(task)
+    task.add_done_callback(self._cleanups.discard)
+
+@patch
+async def _delete_started(self:RemoteKernelManager, post:asyncio.Future): # the POST of a start its caller abandoned
+    "Delete the kernel that an abandoned start made, once the server has answered it."
+    try: kid = self._model_id(await post)
+    except Exception: return  # no kernel was made, or none we could name
+    try: await self._delete(kid)
+    except Exception as e: _log.warning('could not delete the kernel a cancelled start made (%s): %s', kid, e)
+
+# %% ../nbs/02_remote.ipynb #b5d4f2ab
+@patch
 async def list_kernels(self:RemoteKernelManager):
     "The server's models of its running kernels."
-    return await self._call('GET', '/api/kernels')
+    return await self._call('GET', '/api/kernels', expect=list)
 
 @patch
 async def kernel_model(self:RemoteKernelManager, timeout:float|None=None): # Seconds for the server to answer (default: `request_timeout`)
     "The server's model of this kernel (id, name, execution_state, connections, ...)."
-    return await self._call('GET', self._kernel_path(), timeout=timeout)
+    return await self._call('GET', self._kernel_path(), timeout=timeout, expect=dict)
 
 @patch
 async def is_alive(self:RemoteKernelManager, timeout:float|None=None): # Seconds for the server to answer (default: `request_timeout`)
@@ -233,12 +390,37 @@ async def restart_kernel(self:RemoteKernelManager, **kw):
     "Restart the kernel: its clients' pending requests fail with `KernelRestartedError`, requests are refused meanwhile, and clients rejoin."
     await _restart_for_clients(self, self._call('POST', self._kernel_path('/restart')))
 
+# %% ../nbs/02_remote.ipynb #205c84b3
 @patch
 async def shutdown_kernel(self:RemoteKernelManager, now:bool=False, restart:bool=False):
-    "Shut the kernel down; its clients close, failing what is pending with `DeadKernelError`."
+    "Shut the kernel down once cancelled starts are cleaned up; its clients close, failing what is pending with `DeadKernelError`."
     if restart: return await self.restart_kernel()
-    await self._call('DELETE', self._kernel_path())  # if the server refuses, the clients carry on
+    await self._cleaned_up()
+    if not self.kernel_id: return  # nothing started (a cancelled start's kernel is gone already)
+    await self._delete(self.kernel_id)  # if the server refuses, the clients carry on
     for kc in list(self._clients): kc._close(DeadKernelError(f'the kernel {self.kernel_id} was shut down (shutdown_kernel)'))
+
+@patch
+async def _cleaned_up(self:RemoteKernelManager):
+    "Wait, for up to `request_timeout` seconds, until the clean-ups of cancelled starts on this event loop are done."
+    tasks = [t for t in self._cleanups if t.get_loop() is asyncio.get_running_loop()]
+    if tasks: await asyncio.wait(tasks, timeout=self.request_timeout)
+
+@patch
+async def _delete(self:RemoteKernelManager, kernel_id:str):
+    "Delete kernel `kernel_id`, trying again while the server fails (5xx: it is restarting the kernel) for up to `request_timeout` s."
+    loop, path, failed, delay = asyncio.get_running_loop(), self._kernel_path(kernel_id=kernel_id), None, 0.05
+    deadline = loop.time()+self.request_timeout
+    while True:
+        try: return await self._call('DELETE', path, timeout=max(deadline-loop.time(), 1))
+        except ServerError as e:
+            if failed is not None and e.status==404: return  # an earlier attempt did it after all
+            if e.status is None or e.status < 500: raise
+            if loop.time()+delay > deadline:
+                raise ServerError(f'{e}: still failing after {self.request_timeout} s (is the server restarting the kernel?)', e.status) from None
+            failed = e
+        await asyncio.sleep(delay)
+        delay = min(2*delay, 1)
 
 # %% ../nbs/02_remote.ipynb #736314cb
 @patch
@@ -250,13 +432,13 @@ def client(self:RemoteKernelManager, **kwargs):
     return kc
 
 @patch
-async def _websocket(self:RemoteKernelManager, session_id:str, deliver, pack, v1:bool, quickack:bool, timeout:float):
+async def _websocket(self:RemoteKernelManager, session_id:str, deliver, dropped, v1:bool, quickack:bool, timeout:float):
     "A `KernelWebSocket` to this kernel's channels, for session `session_id`."
-    scheme = 'wss' if self.url.startswith('https') else 'ws'
-    req = self._request(self._kernel_path(f'/channels?session_id={quote(session_id)}'), timeout=timeout)
-    req.url = scheme + req.url[req.url.index(':'):]
-    try: return await KernelWebSocket.open(req, deliver, pack, v1=v1, quickack=quickack)
-    except (HTTPClientError, OSError) as e: raise _server_error(f'websocket {self._kernel_path("/channels")}', self.url, e) from None
+    path = self._kernel_path('/channels')
+    req = self._request(f'{path}?session_id={quote(session_id)}', timeout=timeout)
+    req.url = ('wss' if self.url.startswith('https') else 'ws') + req.url[req.url.index(':'):]
+    try: return await KernelWebSocket.open(req, deliver, dropped, v1=v1, quickack=quickack)
+    except (HTTPClientError, OSError) as e: raise _server_error(f'websocket {path}', self.url, e) from None
 
 # %% ../nbs/02_remote.ipynb #59c0b6bb
 class WebSocketChannel(ChannelView):
@@ -287,8 +469,13 @@ def _connect_channels(self:RemoteKernelClient):
 
 @patch
 def _send(self:RemoteKernelClient, channel:str, msg:dict):
-    "Send `msg` now, or keep it for when the websocket (re)connects."
-    if self._ws is None or not self._ws.send(channel, msg): self._backlog.append((channel, msg))
+    "Pack `msg` now, whatever the connection (the caller gets any error, and nothing is kept), and send it."
+    self._transmit(channel, _pack(msg, self.session.pack))
+
+@patch
+def _transmit(self:RemoteKernelClient, channel:str, parts:list): # a message packed by `_pack`
+    "Send a packed message now, or keep it for when the websocket (re)connects."
+    if self._ws is None or not self._ws.send(channel, parts): self._backlog.append((channel, parts))
 
 @patch
 def _spawn_routers(self:RemoteKernelClient, handlers:dict): # {channel name: `handle(msg, inbox)`}
@@ -300,8 +487,13 @@ def _spawn_routers(self:RemoteKernelClient, handlers:dict): # {channel name: `ha
 def _deliver_ws(self:RemoteKernelClient, channel:str, msg:dict):
     "Hand a message from the websocket to its channel's handler."
     self._heard = self._loop.time()
-    handle = self._handlers.get(channel)
-    if handle is not None: handle(msg, self._inboxes[channel])
+    self._handlers[channel](msg, self._inboxes[channel])
+
+@patch
+def _dropped_ws(self:RemoteKernelClient, exc:Exception):
+    "Count and log a websocket frame that is not a well-typed message on a known channel: it is dropped, and routing goes on."
+    self.bad_messages += 1
+    _log.warning('dropped a websocket message that is not a well-typed message on a known channel: %r', exc)
 
 # %% ../nbs/02_remote.ipynb #aa7511f7
 @patch
@@ -313,20 +505,20 @@ async def _route_ws(self:RemoteKernelClient):
             self._ws = await self._connect(connected)
             connected = True
             backlog, self._backlog = self._backlog, []
-            for channel, msg in backlog: self._send(channel, msg)
+            for channel, parts in backlog: self._transmit(channel, parts)
             code = await self._ws.closed
-            self.bad_messages += self._ws.bad_messages
             self._ws = None
             _log.warning('the websocket to kernel %s closed (code %s): reconnecting', self.parent.kernel_id, code)
     finally:  # however the client ends (stopped, the kernel dead or gone), its connection goes with it
         if self._ws is not None: self._ws.close()
+        self._backlog = []
 
 @patch
 async def _connect(self:RemoteKernelClient, again:bool):
     "A connected websocket, retried with backoff for `reconnect_timeout` seconds while the server cannot be reached."
     km, deadline, delay = self.parent, self._loop.time()+self.reconnect_timeout, 0.05
     while True:
-        try: return await km._websocket(self.session.session, self._deliver_ws, self.session.pack, self.protocol=='v1', self.quickack,
+        try: return await km._websocket(self.session.session, self._deliver_ws, self._dropped_ws, self.protocol=='v1', self.quickack,
                                         self.connect_timeout)
         except ServerError as e:
             if again and e.status==404: raise DeadKernelError(f'the kernel {km.kernel_id} is gone: the server no longer has it') from None
@@ -380,10 +572,16 @@ def _owner(self:RemoteKernelClient):
 
 # %% ../nbs/02_remote.ipynb #98c92ab9
 def _find_server_info(runtime_dir:Path, pid:int):
-    "The server info file the server with `pid` writes into `runtime_dir` once it listens, or None."
+    "The server info file the server with `pid` writes into `runtime_dir` as it starts, or None."
     f = Path(runtime_dir)/f'jpserver-{pid}.json'
     try: return json.loads(f.read_text())
     except (OSError, ValueError): return None
+
+def _listening(port:int):
+    "Whether something accepts TCP connections on 127.0.0.1:`port`."
+    try: socket.create_connection(('127.0.0.1', port), timeout=1).close()
+    except OSError: return False
+    return True
 
 def start_local_server(root:str|Path, # Directory the server serves, and keeps its runtime files and config in
                        token:str, # The token clients must present
@@ -397,7 +595,8 @@ def start_local_server(root:str|Path, # Directory the server serves, and keeps i
            '--ServerApp.open_browser=False', '--ServerApp.port_retries=0', '--ServerApp.allow_root=True', *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root/'server.log', 'wb'))
     deadline = time.monotonic()+timeout
-    while (info := _find_server_info(rt, proc.pid)) is None:
+    # jupyter_server writes its info file before its event loop runs, and binds its port from that loop: wait for both
+    while (info := _find_server_info(rt, proc.pid)) is None or not _listening(info['port']):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f'jupyter server did not start: see {root/"server.log"}')

@@ -1,5 +1,7 @@
 "Real servers for the remote tests: Jupyter Servers with random tokens and private roots, and Enterprise Gateway in a venv of its own."
 import asyncio, contextlib, os, secrets, shutil, socket, subprocess, sys, time, urllib.error, urllib.request
+from urllib.parse import urlsplit
+import psutil, pytest
 from pathlib import Path
 from conkernelclient.remote import RemoteKernelManager, start_local_server
 
@@ -80,3 +82,36 @@ async def running_requests(kc, n:int=1):
     futs = [kc.execute('import time; time.sleep(60)', reply=True, timeout=120) for _ in range(n)]
     await asyncio.sleep(0.3)
     return futs
+
+@contextlib.asynccontextmanager
+async def fake_server(handlers:list):
+    "A scripted tornado app (`handlers`: tornado's `[(pattern, RequestHandler, kwargs)]`) on 127.0.0.1 and a free port, in the running loop: its URL."
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+    from tornado.web import Application
+    sockets = bind_sockets(0, '127.0.0.1')
+    server = HTTPServer(Application(handlers))
+    server.add_sockets(sockets)
+    try: yield f'http://127.0.0.1:{sockets[0].getsockname()[1]}'
+    finally:
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), 10)
+
+def sockets_to(url:str, but:set=frozenset()): # local ports of connections to leave out
+    "The TCP connections this process holds open to the server at `url`, but those from ports `but` (closed ones linger only in TIME_WAIT or FIN_WAIT)."
+    port = urlsplit(url).port
+    return [c for c in psutil.Process().net_connections('tcp') if c.raddr and c.raddr.port==port and c.laddr.port not in but
+            and c.status in (psutil.CONN_ESTABLISHED, psutil.CONN_CLOSE_WAIT, psutil.CONN_SYN_SENT)]
+
+async def until_no_sockets(url:str, but:set=frozenset(), timeout:float=10):
+    "Wait until this process holds no connection to the server at `url` (but from ports `but`); fail with what it holds if it still does."
+    deadline = time.monotonic()+timeout
+    while held := sockets_to(url, but):
+        if time.monotonic() > deadline: pytest.fail(f'{len(held)} connections to the server are still open: {[(c.laddr.port, c.status) for c in held]}')
+        await asyncio.sleep(0.05)
+
+async def until(pred, timeout:float=10, every:float=0.01):
+    "Wait until `pred()` (sync or async) is true; `TimeoutError` after `timeout` seconds."
+    async def poll():
+        while not ((r := pred()) if not asyncio.iscoroutinefunction(pred) else await pred()): await asyncio.sleep(every)
+    await asyncio.wait_for(poll(), timeout)

@@ -1,10 +1,10 @@
 "What only a remote kernel has: a server's REST API and token, a websocket that drops, a server that stops, rate limits."
-import asyncio, gc, logging, shutil, subprocess, time
+import asyncio, logging, shutil, subprocess, time
 import pytest
 from conkernelclient import DeadKernelError, KernelRestartedError
 from conkernelclient.remote import AuthenticationError, RemoteKernelManager, ServerError
-from conftest import open_fds, run
-from servers import jupyter_server, remote_kernel, running_requests, stop
+from conftest import run
+from servers import jupyter_server, remote_kernel, running_requests, sockets_to, stop, until, until_no_sockets
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,15 +62,27 @@ def test_a_dropped_websocket_reconnects_and_the_server_replays_what_it_buffered(
             assert [o.text for o in (await sent_while_down).outputs] == ['sent while disconnected\n']
     run(main())
 
-def test_kernel_deleted_by_another_client_fails_pending_promptly(server):
+def test_kernel_deleted_by_another_client_fails_pending_within_rest_interval(server):
     url, token = server
     async def main():
-        async with remote_kernel(url, token) as (km, kc):
-            [pending] = await running_requests(kc)
-            t0 = time.monotonic()
+        async with remote_kernel(url, token, rest_interval=0.5, watch_interval=0.02) as (km, kc):
+            checks, ask = [], km.is_alive  # the client's REST check asks its manager
+            async def is_alive(timeout=None):
+                checks.append(time.monotonic())
+                return await ask(timeout)
+            km.is_alive = is_alive
+            pending = kc.execute('import time; time.sleep(60)', reply=True, timeout=120)  # pending: the REST check runs at once, then every rest_interval
+            for _ in range(1000):
+                if len(checks) >= 4: break
+                await asyncio.sleep(0.01)
+            gaps = [b-a for a, b in zip(checks, checks[1:])]
+            assert max(gaps) < 1.5*kc.rest_interval, gaps  # the cadence: a slower one (or checks that stop) fails here
             await RemoteKernelManager(url, token=token, kernel_id=km.kernel_id).shutdown_kernel()
+            t0 = time.monotonic()
             with pytest.raises(DeadKernelError, match='gone'): await asyncio.wait_for(pending, 10)
-            assert time.monotonic()-t0 < kc.rest_interval+3
+            took = time.monotonic()-t0
+            print(f'\nkernel deleted: the pending request failed {took:.2f} s after the DELETE returned (rest_interval {kc.rest_interval} s)')
+            assert took < 1.5*kc.rest_interval  # the next check saw it
             with pytest.raises(DeadKernelError): kc.execute('1')
     run(main())
 
@@ -112,7 +124,7 @@ def test_iopub_rate_limit_shows_the_servers_warning_and_the_request_completes(tm
     try: run(main())
     finally: stop(proc)
 
-def test_client_cycles_leave_no_tasks_or_fds(server):
+def test_client_cycles_leave_no_tasks_or_connections(server):
     url, token = server
     async def main():
         async with remote_kernel(url, token) as (km, kc):
@@ -120,11 +132,12 @@ def test_client_cycles_leave_no_tasks_or_fds(server):
                 c = await asyncio.wait_for(km.client().start_channels(), 30)
                 await c.execute('1', reply=True, timeout=10)
                 await c.astop_channels()
-            await cycle()
-            gc.collect(); fds, tasks = open_fds(), len(asyncio.all_tasks())
+            tasks = asyncio.all_tasks()  # this test's own event loop: every task in it is the test's
+            held = {c.laddr.port for c in sockets_to(url)}  # `kc`'s websocket
+            assert len(held) == 1
             for _ in range(20): await cycle()
-            await asyncio.sleep(0.2); gc.collect()
-            assert len(asyncio.all_tasks()) <= tasks and open_fds() <= fds+2
+            await until(lambda: asyncio.all_tasks() - {asyncio.current_task()} == tasks)  # (less the polling task) a closing handshake may still be finishing
+            await until_no_sockets(url, held)
     run(main())
 
 def test_a_server_without_v1_gets_the_legacy_json_protocol(tmp_path):

@@ -233,7 +233,8 @@ def _aside(self:ConKernelClient, coro):
 @patch
 def _vital_done(self:ConKernelClient, task:asyncio.Task):
     "A vital task that ends by itself, other than by our cancel, kills the client."
-    if task.cancelled() or self._state=='closed': return
+    if task.cancelled(): return
+    if self._state=='closed': return task.exception()  # its end came after the client's: retrieved, and nothing more to say
     exc = task.exception() or RuntimeError('a background task returned')
     # a lost kernel, or a refusal the transport names (a server's `OSError`), is said as it is; anything else is a broken client
     self._close(exc if isinstance(exc, (DeadKernelError, OSError)) else DeadKernelError(f'the client stopped working: {exc!r}'))
@@ -638,7 +639,7 @@ def _started(self:ConKernelClient, req:Request):
     if req.arm: self._aside(self._interrupt_request(req))
     if self._state_waiters: self._check_waiters()
 
-# %% ../nbs/00_core.ipynb #dfec0125
+# %% ../nbs/00_core.ipynb #197d95a3
 _CONTROL = frozenset({'interrupt_request', 'shutdown_request', 'debug_request', 'usage_request', 'kernel_info_request',
                       'create_subshell_request', 'delete_subshell_request', 'list_subshell_request'})  # not on a shell, or not for long
 
@@ -1002,9 +1003,11 @@ async def _end_input(self:ConKernelClient, req:Request, ask:dict):
     info = getattr(self, 'kernel_info_reply', {}) or {}
     if info.get('implementation') in _EOF_KERNELS or req.subshell_id is not None:
         return self._input_reply(ask, '\x04')  # EOFError in that very input(); on a subshell nothing else can reach it
+    ended = lambda r: r.idle or r.done()
     await self._interrupt_kernel()
-    if not await _until(req, lambda r: r.idle or r.done(), 1) and _interrupt_mode(self._owner())=='signal':
-        await self._interrupt_kernel(message=True)  # a kernel deaf to the signal while in `input()` (ipymini) may still hear a message
+    if await _until(req, ended, 1): return
+    if _interrupt_mode(self._owner())=='signal': await self._interrupt_kernel(message=True)  # deaf to the signal in `input()` (ipymini)
+    if not await _until(req, ended, 1): self._input_reply(ask, '\x04')  # deaf to both: Ctrl-D is the last word
 
 @patch
 async def _abort_input(self:ConKernelClient, req:Request, ask:dict, exc:Exception):
@@ -1242,7 +1245,7 @@ def _janitor_done(self:ConKernelClient):
     self._janitor = False
     for t in self._vital: t.cancel()
     for ghost in list(self._ghosts.values()): self._end(ghost, copy.copy(self._error))
-    self._disconnect()
+    self._loop.call_soon(self._disconnect)  # maybe called from a router's handler: the connection closes once that step is done
     self._janitor_home().discard(self)
 
 @patch

@@ -8,7 +8,7 @@ __all__ = ['SUBSHELLS', 'KernelFeatureError', 'KernelReplyError', 'SubshellPool'
 # %% ../nbs/04_subshells.ipynb #3423c411
 import asyncio
 from fastcore.basics import patch
-from .core import ConKernelClient
+from .core import ConKernelClient, RequestTimeoutError
 
 # %% ../nbs/04_subshells.ipynb #c5273155
 class KernelFeatureError(RuntimeError):
@@ -82,7 +82,7 @@ class SubshellPool:
 
     async def _create(self):
         "Create one subshell; its request stays in `_asked`, so that clean-up finds it even if the caller stops waiting."
-        fut = self.kc.control_request('create_subshell_request', timeout=self.timeout)
+        fut = self.kc.control_request('create_subshell_request', timeout=self.timeout, on_timeout='detach')  # a late reply still names what to delete
         self._asked.append(fut)
         return _subshell_id(await asyncio.shield(fut))
 
@@ -93,10 +93,15 @@ class SubshellPool:
         await asyncio.shield(self._cleanup)
 
     async def _delete_created(self, asked:list):
-        "Wait for the create requests in `asked`, then delete every subshell they made."
-        replies = await asyncio.gather(*asked, return_exceptions=True)
+        "Wait for the create requests in `asked` (late replies too, boundedly), then delete every subshell they made."
+        replies = await asyncio.gather(*map(self._late_reply, asked), return_exceptions=True)
         ids = [r['content']['subshell_id'] for r in replies if isinstance(r, dict) and r['content'].get('status')=='ok']
         await asyncio.gather(*[self.kc.delete_subshell(s, self.timeout) for s in ids], return_exceptions=True)
+
+    async def _late_reply(self, fut):
+        "The reply to a create request, even one that came after its timeout (waited for up to `max(timeout, 10)` seconds)."
+        try: return await fut
+        except RequestTimeoutError as e: return (await e.request.wait(max(self.timeout, 10))).reply  # the kernel may create it still
 
 def _subshell_id(reply:dict):
     "The `subshell_id` a `create_subshell_reply` names, or `KernelReplyError`."

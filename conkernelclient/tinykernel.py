@@ -94,6 +94,7 @@ def ask(self:TinyKernel, idents:list, parent:dict):
     old = signal.signal(signal.SIGINT, signal.default_int_handler)  # before asking: an interrupt may follow the request at once
     try:
         sock = self.socks['stdin']
+        while sock.poll(0): sock.recv_multipart()  # a stale answer (to an input() that was interrupted) is not this one's
         sock.send_multipart(self.frames('input_request', dict(prompt='? ', password=False), parent, idents))
         # wait in short polls: a SIGINT that lands on another thread cannot break a blocking receive, only a pause for Python
         while not sock.poll(50): pass

@@ -1,7 +1,7 @@
 "Jupyter kernel clients that are safe and fast under concurrency: every request awaits its own reply."
 __version__ = "0.0.1"
 from .core import (ChannelView, ClientClosedError, ClientLoopError, ConKernelClient, DeadKernelError, InputError, KernelRestartedError,
-                   KernelState, Request, RequestCancelledError, RequestTimeoutError, Result, Running, StartTimeoutError, nb_outputs)
+                   KernelState, NoReplyError, Request, RequestCancelledError, RequestTimeoutError, Result, Running, StartTimeoutError, nb_outputs)
 from .local import ConChannel, ConKernelManager
 from .subshells import KernelFeatureError, KernelReplyError, SubshellPool
 from .remote import AuthenticationError, RemoteKernelClient, RemoteKernelManager, ServerError

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DeadKernelError', 'KernelRestartedError', 'ClientClosedError', 'StartTimeoutError', 'ClientLoopError', 'InputError',
-           'RequestCancelledError', 'RequestTimeoutError', 'ChannelView', 'Result', 'nb_outputs', 'ConKernelClient',
-           'Request', 'Running', 'KernelState']
+           'RequestCancelledError', 'NoReplyError', 'RequestTimeoutError', 'ChannelView', 'Result', 'nb_outputs',
+           'ConKernelClient', 'Request', 'Running', 'KernelState']
 
 # %% ../nbs/00_core.ipynb #08d2c3b2
 import asyncio, contextvars, copy, getpass, inspect, itertools, logging, math, numbers, queue, threading, time
@@ -48,6 +48,9 @@ class InputError(RuntimeError):
 
 class RequestCancelledError(RuntimeError):
     "The request was cancelled before the kernel ran it: it never ran, and never will."
+
+class NoReplyError(RuntimeError):
+    "The kernel finished the request (its idle status came) without ever replying to it."
 
 # %% ../nbs/00_core.ipynb #5d8c8a0e
 class RequestTimeoutError(TimeoutError):
@@ -168,7 +171,7 @@ class ConKernelClient(AsyncKernelClient):
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
     kernel_info_reply = {}  # the kernel's answer to the start-up `kernel_info`, once it came
     _requests,_ghosts,_held,_inboxes,_vital,_side,_channels_stopped = {},{},{},{},(),(),False
-    _running,_nsent,_last_busy,_last_idle = {},0,None,None
+    _running,_nsent,_last_busy,_last_idle,_stopping = {},0,None,None,{}
 
 # %% ../nbs/00_core.ipynb #3a4f0b1c
 @patch
@@ -205,7 +208,7 @@ _ROUTES = ('shell', 'control', 'iopub', 'stdin')
 def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the state of a client whose connection just opened, and start its routers."
     self._requests,self._ghosts,self._held,self._busy,self._finished,self._asking = {},{},{},{},{},{}
-    self._running,self._last_busy,self._last_idle,self._state_waiters,self._nsent = {},None,None,[],0
+    self._running,self._last_busy,self._last_idle,self._state_waiters,self._nsent,self._stopping = {},None,None,[],0,{}
     self._vital,self._side,self._filed = [],set(),itertools.count()
     self._kernel_session,self._old_sessions = None,set()
     self.bad_messages,self._error,self._loop,self._state,self._thread = 0,None,loop,'starting',threading.get_ident()
@@ -246,7 +249,7 @@ class Request:
     "One request, from filing to its end: its state, reply, messages and times. `submit` hands it out as a handle."
     __slots__ = ('client', 'msg_id', 'msg_type', 'channel', 'subshell_id', 'seq', 'state', 'msg', 'log', 'first', 'reply', 'idle',
                  'error', 'waiter', 'wants', 'timer', 'timeout', 'on_timeout', 'handle', 'on_stdin', 'asking', 'answering', 'may_ask',
-                 'failing', 'arm', 'occupies', 'cancelled', 'read_all', 'to_inbox', 'wake', 'filed_at', 'sent_at', 't_busy', 't_input', 't_idle')
+                 'failing', 'arm', 'stopping', 'occupies', 'cancelled', 'read_all', 'to_inbox', 'wake', 'filed_at', 'sent_at', 't_busy', 't_input', 't_idle')
 
     def __init__(self, client, msg:dict, channel:str, seq:int, log:bool): # its client; the message; 'shell' or 'control'; filing order; keep a log?
         self.client,self.msg,self.channel,self.seq = client,msg,channel,seq
@@ -255,7 +258,7 @@ class Request:
         self.state,self.log,self.first,self.reply,self.idle,self.error = 'queued',[] if log else None,0,None,False,None
         self.waiter=self.wants=self.timer=self.timeout=self.on_stdin=self.asking=self.answering=self.failing=self.wake = None
         self.filed_at=self.sent_at=self.t_busy=self.t_input=self.t_idle = None
-        self.on_timeout,self.handle,self.may_ask,self.arm,self.occupies,self.cancelled,self.read_all,self.to_inbox = 'leave',*[False]*7
+        self.on_timeout,self.handle,self.may_ask,self.arm,self.stopping,self.occupies,self.cancelled,self.read_all,self.to_inbox = 'leave',*[False]*8
 
     def __repr__(self): return f'<Request {self.msg_type} {self.msg_id} {self.state}>'
     def done(self): return self.state in _ENDED
@@ -376,7 +379,7 @@ def _request(self:ConKernelClient,
     self._file(req)
     req.filed_at = time.time()
     fut = self._wait_on(req, 'result' if outputs else 'reply', timeout) if reply or outputs else None
-    if channel=='shell' and (handle or on_timeout=='interrupt') and not self._shell_free(req.subshell_id): self._hold(req)
+    if channel=='shell' and (handle or on_timeout=='interrupt' or req.subshell_id in self._stopping) and not self._shell_free(req.subshell_id): self._hold(req)
     else:
         try: self._send_now(req, req.filed_at)
         except BaseException:
@@ -423,7 +426,7 @@ def _vacate(self:ConKernelClient, req:Request):
 @patch
 def _shell_free(self:ConKernelClient, key:str|None): # a subshell_id; None: the main shell
     "Whether shell `key` runs nothing: no request of ours occupies it, and none of another client's runs there as far as iopub tells."
-    if self._busy.get(key): return False
+    if self._busy.get(key) or key in self._stopping: return False
     r = self._running.get(key)
     return r is None or r.own  # our own request shows as running until its idle, but has already replied
 
@@ -442,6 +445,22 @@ def _release(self:ConKernelClient, key:str|None):
         try: self._send_now(req, time.time())
         except Exception as e: self._end(req, e)
     if q is not None and not q: del self._held[key]
+
+@patch
+def _stop(self:ConKernelClient, req:Request):
+    "`req` is being interrupted for its caller: hold this client's next requests on its shell until the kernel has finished it."
+    if req.stopping: return
+    req.stopping,key = True,req.subshell_id
+    self._stopping[key] = self._stopping.get(key, 0) + 1
+
+@patch
+def _unstop(self:ConKernelClient, req:Request):
+    "The request being interrupted has ended: its shell's held requests may go."
+    req.stopping,key = False,req.subshell_id
+    n = self._stopping[key]-1
+    if n: self._stopping[key] = n
+    else: del self._stopping[key]
+    if self._held: self._release(key)
 
 # %% ../nbs/00_core.ipynb #b892418d
 def _requester(msg_type:str, channel:str='shell', reply_default:bool=False):
@@ -608,6 +627,7 @@ def _replied(self:ConKernelClient, req:Request, msg:dict):
         if req.timer is not None: req.timer.cancel()
         if not w.done(): w.set_result(msg)
     if req.idle: return self._end(req, req.failing)
+    if req.stopping and req.timer is None: req.timer = self._loop.call_later(self.probe_interval, self._end, req)  # a lost idle must not hold its shell
     if req.waiter is None and req.log is None: self._haunt(req)  # nobody reads it: keep only what its idle needs
     _wake(req)
 
@@ -618,7 +638,9 @@ def _published(self:ConKernelClient, req:Request, msg:dict):
     if kind=='status':
         state = msg['content']['execution_state']
         if state=='busy': req.t_busy = _msg_date(msg); self._started(req)
-        elif state=='idle': req.t_idle,req.idle = _msg_date(msg),True
+        elif state=='idle':
+            req.t_idle,req.idle = _msg_date(msg),True
+            if req.reply is None: self._loop.call_later(self.probe_interval, self._unreplied, req)  # a reply may trail its idle: not for long
     elif kind=='execute_input': req.t_input = _msg_date(msg); self._started(req)
     log = req.log
     if log is not None:
@@ -632,6 +654,13 @@ def _published(self:ConKernelClient, req:Request, msg:dict):
     return log is not None
 
 @patch
+def _unreplied(self:ConKernelClient, req:Request):
+    "`req` went idle `probe_interval` seconds ago, and its reply never came: end it."
+    if req.done() or req.reply is not None: return
+    why = ' (an interrupt sent for it landed as the kernel finished it, and ipykernel then drops the reply)' if req.stopping else ''
+    self._end(req, NoReplyError(f'the kernel finished request {req.msg_id} without replying to it{why}'))
+
+@patch
 def _started(self:ConKernelClient, req:Request):
     "The kernel has started `req`: if it was armed by a cancel or timeout while still queued, interrupt it now."
     if req.state!='sent': return
@@ -639,7 +668,7 @@ def _started(self:ConKernelClient, req:Request):
     if req.arm: self._aside(self._interrupt_request(req))
     if self._state_waiters: self._check_waiters()
 
-# %% ../nbs/00_core.ipynb #197d95a3
+# %% ../nbs/00_core.ipynb #6d0d2db2
 _CONTROL = frozenset({'interrupt_request', 'shutdown_request', 'debug_request', 'usage_request', 'kernel_info_request',
                       'create_subshell_request', 'delete_subshell_request', 'list_subshell_request'})  # not on a shell, or not for long
 
@@ -698,6 +727,7 @@ def _end(self:ConKernelClient, req:Request, exc:BaseException|None=None):
         elif exc is not None: w.set_exception(exc); w.exception()  # retrieved: a caller that never awaits a failure is no bug worth a log
         else: w.set_result(req.reply if req.wants=='reply' else Result(req.reply, req.msgs, req))
     if req.answering is not None and not req.answering.done(): req.answering.cancel()
+    if req.stopping: self._unstop(req)
     _wake(req)
     if req.handle and not req.read_all: self._keep_finished(req)
     if self._state_waiters: self._check_waiters()
@@ -739,11 +769,11 @@ def _apply_policy(self:ConKernelClient, req:Request):
             self._end(req, RequestCancelledError(f'request {req.msg_id} gave up before it was sent'))
             return '; it was never sent, and will never run'
         if req.subshell_id is not None and state in ('sent', 'running'):
-            note = f'; it runs on{where}: the protocol can interrupt only the main shell'
-        elif state=='sent': req.arm, note = True, '; it will be interrupted the moment it starts'
-        elif state=='running': self._aside(self._interrupt_request(req)); note = '; it is being interrupted'
+            note = f'; it goes on running{where}: the protocol\'s interrupt reaches only the main shell'
+        elif state=='sent': self._stop(req); req.arm, note = True, '; it will be interrupted the moment it starts'
+        elif state=='running': self._stop(req); self._aside(self._interrupt_request(req)); note = '; it is being interrupted'
         else: note = ''
-    else: note = '' if state in ('queued', 'replied') else f'; it runs on{where} in the kernel'
+    else: note = '' if state in ('queued', 'replied') else f'; it goes on running{where}'
     self._abandon(req)
     return note
 
@@ -863,8 +893,10 @@ async def cancel(self:Request):
     if self.done() or self.state=='replied' or (self.subshell_id is not None and self.state!='queued'): return False
     self.cancelled = True
     if self.state=='queued': kc._end(self, RequestCancelledError(f'request {self.msg_id} was cancelled before it was sent: it never ran'))
-    elif self.state=='sent': self.arm = True
-    else: return await kc._interrupt_request(self)
+    elif self.state=='sent': kc._stop(self); self.arm = True
+    else:
+        kc._stop(self)
+        return await kc._interrupt_request(self)
     return True
 
 # %% ../nbs/00_core.ipynb #5f6e7d8c

@@ -68,16 +68,18 @@ KERNEL_INFO = dict(status='ok', protocol_version='5.3', implementation='tinykern
 
 # %% ../nbs/06_tinykernel.ipynb #93db41a1
 @patch
-def execute(self:TinyKernel, sock, idents:list, parent:dict, code:str):
+def execute(self:TinyKernel, sock, idents:list, parent:dict, code:str, user_expressions:dict):
     "Answer an execute request, obeying the directives in `code`."
     lines = dict((l.split() + [''])[:2] for l in code.splitlines() if l.startswith('%'))
     if '%garbage' in lines: self.garbage(idents)
     if '%sleep' in lines: threading.Event().wait(float(lines['%sleep']))
     if '%input' in lines: self.publish('stream', dict(name='stdout', text=json.dumps(self.ask(idents, parent))), parent)
     for i in range(int(lines.get('%print') or 0)): self.publish('stream', dict(name='stdout', text=f'{i}\n'), parent)
+    if '%echo' in lines: self.publish('stream', dict(name='stdout', text=lines['%echo']+'\n'), parent)
     if '%unknown' in lines: self.reply(sock, idents, dict(parent, msg_id='nobody-sent-this'), dict(status='ok', execution_count=0, user_expressions={}))
     self.count += 1
-    if '%noreply' not in lines: self.reply(sock, idents, parent, dict(status='ok', execution_count=self.count, user_expressions={}))
+    echoed = {k: dict(status='ok', data={'text/plain': v}, metadata={}) for k,v in user_expressions.items()}  # each expression, as its own value
+    if '%noreply' not in lines: self.reply(sock, idents, parent, dict(status='ok', execution_count=self.count, user_expressions=echoed))
     return '%noidle' not in lines
 
 @patch
@@ -114,7 +116,7 @@ def handle(self:TinyKernel, name:str, frames:list):
     if kind in ('create_subshell_request', 'delete_subshell_request', 'list_subshell_request'): return True  # unsupported: no reply, like older kernels
     idle = True
     self.publish('status', dict(execution_state='busy'), header)
-    if kind=='execute_request': idle = self.execute(sock, idents, header, content['code'])
+    if kind=='execute_request': idle = self.execute(sock, idents, header, content['code'], content.get('user_expressions') or {})
     elif kind=='kernel_info_request': self.reply(sock, idents, header, KERNEL_INFO)
     else: self.reply(sock, idents, header, dict(status='ok', restart=content.get('restart', False)))
     if idle: self.publish('status', dict(execution_state='idle'), header)

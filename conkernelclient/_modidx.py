@@ -498,6 +498,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                'conkernelclient/tinykernel.py'),
                                             'conkernelclient.tinykernel.TinyKernel.handle': ( 'tinykernel.html#tinykernel.handle',
                                                                                               'conkernelclient/tinykernel.py'),
+                                            'conkernelclient.tinykernel.TinyKernel.haunt': ( 'tinykernel.html#tinykernel.haunt',
+                                                                                             'conkernelclient/tinykernel.py'),
                                             'conkernelclient.tinykernel.TinyKernel.parse': ( 'tinykernel.html#tinykernel.parse',
                                                                                              'conkernelclient/tinykernel.py'),
                                             'conkernelclient.tinykernel.TinyKernel.publish': ( 'tinykernel.html#tinykernel.publish',

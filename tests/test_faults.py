@@ -1,19 +1,22 @@
 "Dead, hung and restarted kernels, hostile traffic, resource hygiene and security, against real kernel processes."
-import asyncio, gc, logging, os, queue, signal, statistics, stat, threading, time
+import asyncio, contextlib, gc, logging, os, queue, signal, statistics, stat, threading, time
 import pytest, zmq
 from jupyter_client.session import Session
 from conkernelclient import ClientClosedError, ConKernelClient, ConKernelManager, DeadKernelError, KernelRestartedError
+from conkernelclient.cli import vanilla_client
 from conkernelclient.tinykernel import tiny_manager
-from conftest import kernel, open_fds, run, settled
+from conftest import kernel, run, settled
+from test_requests import running
 
 pytestmark = pytest.mark.timeout(120)
+WATCH = 0.2  # the watchdog's documented interval (`watch_interval`): a death is noticed at its next check
 
 def rss_mb(): return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])/1024
 
 async def kill_with_pending(km, kc, n=100):
-    "SIGKILL the kernel while `n` requests are pending; seconds until all have failed."
-    futs = [kc.execute('import time; time.sleep(0.5)', reply=True) for _ in range(n)]
-    await asyncio.sleep(0.2)
+    "SIGKILL the kernel while the first of `n` pending requests runs; seconds until all have failed."
+    first = await running(kc, 'import time; time.sleep(30)')
+    futs = [first, *[kc.execute('import time; time.sleep(0.5)', reply=True) for _ in range(n-1)]]
     os.kill(km.provisioner.process.pid, signal.SIGKILL)
     t0 = time.monotonic()
     res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 10)
@@ -27,7 +30,7 @@ def test_sigkill_with_100_pending_fails_all_within_2s():
         for _ in range(5):
             async with kernel() as (km, kc): times.append(await kill_with_pending(km, kc))
         print(f'\ndeath detection with a manager, 100 pending, 5 runs: median {statistics.median(times):.2f} s, max {max(times):.2f} s')
-        assert max(times) < 2
+        assert max(times) < 3*WATCH, times  # the manager's process check, at the watchdog's next tick
     run(main())
 
 def test_sigkill_without_a_manager_is_detected_by_heartbeat():
@@ -39,9 +42,10 @@ def test_sigkill_without_a_manager_is_detected_by_heartbeat():
                 await kc.start_channels()
                 assert kc.parent is None
                 times.append(await kill_with_pending(km, kc))
+                dead_after = kc.hb_channel.time_to_dead
                 await kc.astop_channels()
         print(f'\ndeath detection by heartbeat (no manager), 3 runs: median {statistics.median(times):.2f} s, max {max(times):.2f} s')
-        assert max(times) < 4
+        assert max(times) < 2*dead_after + 3*WATCH, times  # a missed beat shows within two heartbeat periods, then at the watchdog's next tick
     run(main())
 
 def test_sigstop_times_out_reports_not_alive_and_recovers_after_sigcont():
@@ -70,9 +74,9 @@ def test_restart_fails_pending_of_every_client_and_clients_carry_on():
     async def main():
         async with kernel(clients=2) as (km, kc1, kc2):
             old = (await kc1.kernel_info(reply=True, timeout=10))['header']['session']
-            futs = [kc.execute('import time; time.sleep(5)', reply=True, timeout=60) for kc in (kc1, kc2) for _ in range(3)]
+            futs = [await running(kc1, 'import time; time.sleep(30)')]  # the kernel is running the first
+            futs += [kc.execute('import time; time.sleep(5)', reply=True, timeout=60) for kc in (kc1, kc2) for _ in range(3)][1:]
             fire_and_forget = kc1.execute('import time; time.sleep(5)')
-            await asyncio.sleep(0.3)
             t0 = time.monotonic()
             await km.restart_kernel(now=True)
             res = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), 5)
@@ -100,8 +104,7 @@ def test_manager_interrupt_in_both_modes(mode):
     async def main():
         async with kernel() as (km, kc):
             km.kernel_spec.interrupt_mode = mode
-            long = kc.execute('import time; time.sleep(30)', reply=True, timeout=60)
-            await asyncio.sleep(0.5)
+            long = await running(kc, 'import time; time.sleep(30)')
             await km.interrupt_kernel()
             r = await asyncio.wait_for(long, 10)
             assert r['content']['ename'] == 'KeyboardInterrupt'
@@ -142,29 +145,44 @@ def test_hostile_traffic_is_dropped_and_counted_and_routing_goes_on():
             assert not any(t.done() for t in kc._tasks)
     run(main())
 
+def fd_targets():
+    "This process's open file descriptors, each with what it refers to (a file, or a socket's inode): `{(fd, target)}`."
+    out = set()
+    for fd in os.listdir('/proc/self/fd'):
+        with contextlib.suppress(OSError): out.add((int(fd), os.readlink(f'/proc/self/fd/{fd}')))  # the listing's own fd is gone
+    return out
+
+class Made:
+    "What code run since this was made left open: file descriptors, threads and tasks that did not exist before."
+    def __init__(self): self.fds, self.threads, self.tasks = fd_targets(), set(threading.enumerate()), asyncio.all_tasks()
+    def left(self):
+        "What is still open of what appeared since `__init__` (after a garbage collection)."
+        gc.collect()
+        return dict(fds=sorted(fd_targets()-self.fds), threads=[t.name for t in set(threading.enumerate())-self.threads],
+                    tasks=[t.get_name() for t in asyncio.all_tasks()-self.tasks])
+
 @pytest.mark.timeout(170)
 def test_100_client_cycles_and_20_kernel_cycles_leave_nothing_behind(tmp_path):
-    "Counts only what the test made: its kernels' connection files live in a private directory that must end up empty."
+    "Counts only what the test made: fds, threads and tasks that appeared meanwhile, and its kernels' connection files in a private directory."
     async def main():
         km = tiny_manager(session=Session(key=b'tiny'), connection_file=str(tmp_path/'tiny.json'))
         await km.start_kernel()
         kc = await km.client().start_channels(); await kc.astop_channels()  # the first client's one-time costs, out of the count
-        gc.collect()
-        fds, threads, tasks = open_fds(), threading.active_count(), len(asyncio.all_tasks())
+        made = Made()
         for _ in range(100):
             kc = await km.client().start_channels()
             await kc.execute('', reply=True, timeout=10)
             await kc.astop_channels()
+        assert made.left() == dict(fds=[], threads=[], tasks=[])
         await km.shutdown_kernel(now=True)
-        gc.collect()
-        assert (open_fds(), threading.active_count(), len(asyncio.all_tasks())) <= (fds, threads, tasks)
+        made = Made()
         for i in range(20):
             async with kernel(connection_file=str(tmp_path/f'kernel-{i}.json')) as (km2, kc2):
                 assert os.path.exists(km2.connection_file)
                 assert (await kc2.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'
-        gc.collect()
-        print(f'\nafter 100 client and 20 kernel cycles: fds {fds} -> {open_fds()}, threads {threads} -> {threading.active_count()}')
-        assert open_fds() <= fds and threading.active_count() <= threads and len(asyncio.all_tasks()) <= tasks
+        left = made.left()
+        print(f'\nafter 100 client and 20 kernel cycles: left open {left}')
+        assert left == dict(fds=[], threads=[], tasks=[])
         assert os.listdir(tmp_path) == []  # every connection file this test's kernels wrote was removed
     run(main(), timeout=160)
 
@@ -180,7 +198,7 @@ def test_memory_returns_to_baseline_after_100k_requests():
             print(f'\n100,000 requests in {secs:.1f} s: RSS {base:.1f} -> {after:.1f} MB ({after-base:+.1f} MB); '
                   f"jupyter_client's replay guard holds {len(kc.session.digest_history)} signatures")
             assert settled(kc)
-            assert after - base < 20
+            assert after - base < 6  # measured +1.5 to +3.0 MB (the replay guard filling up to its cap); 60 bytes a request would be 6 MB
     run(main(), timeout=160)
 
 def test_connection_file_is_private_and_transport_is_encrypted():

@@ -88,6 +88,45 @@ def test_restart_fails_pending_of_every_client_and_clients_carry_on():
             with pytest.raises(queue.Empty): await kc1.get_shell_msg(timeout=0.5)  # nothing from the old kernel leaks in
     run(main())
 
+async def subscribed(witness, kc, tries:int=50):
+    "Once `witness`'s iopub subscription is live: it has seen the output of a `%print` that `kc` asked for (a SUB joins late)."
+    for _ in range(tries):
+        await kc.execute('%print 1', reply=True, timeout=10)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                if (await witness.get_iopub_msg(timeout=0.1))['msg_type'] == 'stream': return
+    raise AssertionError('the witness never saw the kernel publish')
+
+def test_an_old_kernel_talking_after_its_restart_began_reaches_nobody():
+    "The tiny kernel's `%afterlife`: told to shut down by a graceful restart, the old kernel first sends a late output, reply and idle."
+    async def main():
+        async with kernel(make=tiny_manager) as (km, kc):
+            witness = vanilla_client(km)  # jupyter_client's own client shows what the old kernel really sent
+            witness.start_channels(shell=False, stdin=False, hb=False, control=False)
+            await subscribed(witness, kc)
+            first = await kc.execute('%afterlife', reply=True, timeout=10)
+            old, mid = first['header']['session'], first['parent_header']['msg_id']
+            while not ((m := await kc.get_iopub_msg(timeout=10))['parent_header'].get('msg_id') == mid
+                       and m['content'].get('execution_state') == 'idle'): pass  # read up to its idle: what comes later is late
+            seen = []
+            async def read():  # a channel reader parked on iopub throughout, as a UI's would be
+                while True: seen.append(await kc.get_iopub_msg())
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0)  # parked
+            await km.restart_kernel(now=False)  # graceful: the old kernel is asked to shut down, and talks first
+            while (msg := await witness.get_iopub_msg(timeout=10))['msg_type'] != 'stream': pass
+            assert (msg['content']['text'], msg['header']['session']) == ('from the old kernel\n', old)  # the old kernel did talk
+            witness.stop_channels()
+            with pytest.raises(queue.Empty): await kc.get_shell_msg(timeout=0.5)  # its late reply reached nobody
+            reader.cancel()
+            assert [m for m in seen if m['header']['session'] == old] == []  # nor its output and statuses
+            results = await asyncio.gather(*[kc.execute(f'%print {i}', outputs=True, timeout=10) for i in range(1, 6)])
+            assert [[o.text for o in r.outputs] for r in results] == [[''.join(f'{j}\n' for j in range(i))] for i in range(1, 6)]
+            assert {r.reply['header']['session'] for r in results}.isdisjoint({old})
+            again = await kc.execute('%print 1', msg_id=mid, reply=True, timeout=10)  # a retry under the old request's msg_id
+            assert again['header']['session'] != old
+    run(main())
+
 def test_stop_on_error_aborts_the_queue_and_false_lets_it_run():
     async def main():
         async with kernel() as (km, kc):

@@ -1,9 +1,7 @@
 "Stress, races and faults for the reply router, against real ipykernels."
-import asyncio, gc, os, queue, signal, subprocess, sys, threading, time
-import pytest, zmq
-from jupyter_client import AsyncKernelManager
-from jupyter_client.session import Session
-from conkernelclient import ClientClosedError, ConChannel, ConKernelClient, DeadKernelError
+import asyncio, os, queue, signal, subprocess, sys, time
+import pytest
+from conkernelclient import ClientClosedError, ConChannel, DeadKernelError
 from conkernelclient.cli import vanilla_client
 from conftest import kernel, run, settled
 from test_faults import WATCH, Made

@@ -1,5 +1,5 @@
 "Drop-in behaviour: code written for jupyter_client's AsyncKernelClient (nbclient, papermill, its own tests) works unchanged."
-import asyncio, gc, json, queue, time, warnings
+import asyncio, gc, queue, time, warnings
 import pytest
 from jupyter_client.session import Session
 from jupyter_core.utils import ensure_async

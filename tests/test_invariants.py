@@ -1,5 +1,5 @@
 "Regression tests for the adversarial paths of issue 'Invariants': one test per finding, against real kernels."
-import asyncio, os, queue, signal, threading, time
+import asyncio, os, queue, signal, threading, time, uuid
 import pytest
 from jupyter_client.channels import HBChannel
 from jupyter_client.session import Session
@@ -117,19 +117,20 @@ def test_5_an_attached_client_learns_of_a_restart_from_its_probe_on_control():
 def test_6_an_abandoned_request_never_leaves_the_kernel_waiting_in_input(how):
     async def main():
         async with kernel() as (km, kc):
-            code = 'import time; time.sleep(0.6); x = input("late? ")'
+            code, mid = 'import time; time.sleep(0.6); x = input("late? ")', uuid.uuid4().hex
             answer = lambda prompt, password: 'never'
             if how == 'timeout':
-                with pytest.raises(TimeoutError): await kc.execute(code, on_input=answer, reply=True, timeout=0.2)
+                with pytest.raises(TimeoutError): await kc.execute(code, on_input=answer, reply=True, timeout=0.2, msg_id=mid)
             elif how == 'cancel':
-                t = asyncio.ensure_future(kc.execute(code, on_input=answer, reply=True))
+                t = asyncio.ensure_future(kc.execute(code, on_input=answer, reply=True, msg_id=mid))
                 await asyncio.sleep(0.2); t.cancel()
                 with pytest.raises(asyncio.CancelledError): await t
             else:
-                async for msg in kc.stream(code, on_input=answer): break  # leave after the first message
-            await asyncio.sleep(1)  # the kernel has asked by now, for a request nobody waits for
-            t0 = time.monotonic()
-            await clean(kc)  # the kernel was interrupted out of input(): it answers again
+                async for msg in kc.stream(code, on_input=answer, msg_id=mid): break  # leave after the first message
+            # the kernel asks for input, for a request nobody waits for: the client must interrupt it, so that the request ends
+            while not ((m := await kc.get_iopub_msg(timeout=10))['parent_header'].get('msg_id') == mid
+                       and m['content'].get('execution_state') == 'idle'): pass
+            await clean(kc)  # the kernel answers again
             with pytest.raises(queue.Empty): await kc.get_stdin_msg(timeout=0.1)  # and the request did not land in the inbox
     run(main())
 

@@ -1,7 +1,7 @@
 "Per-request outputs, stdin and control requests under concurrency, against real ipykernels."
 import asyncio, gc, queue, time, uuid
 import pytest, zmq
-from conkernelclient import ConKernelClient, DeadKernelError
+from conkernelclient import DeadKernelError
 from conkernelclient.tinykernel import tiny_manager
 from conftest import kernel, run, settled
 

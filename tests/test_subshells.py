@@ -9,12 +9,16 @@ from test_requests import running
 
 pytestmark = pytest.mark.timeout(120)
 SLEEP = 1  # seconds each parallel snippet sleeps
-TIMED = f'import time; print(time.time(), time.sleep({SLEEP}) or time.time())'  # when it began and ended (no global: subshells share them)
+
+def timed(i:int):
+    "A snippet that sleeps `SLEEP` seconds and prints `i`, when it began and when it ended (no globals: subshells share them)."
+    return f'import time; print({i}, time.time(), time.sleep({SLEEP}) or time.time())'
 
 def overlapped(texts:list):
-    "Whether the `TIMED` snippets that printed `texts` all ran at once: each began before any ended."
-    spans = [tuple(map(float, t.split())) for t in texts]
-    return max(b for b,_ in spans) < min(e for _,e in spans)
+    "Whether the `timed(i)` snippets that printed `texts` (in order of i) all ran at once: each began before any ended."
+    spans = [t.split() for t in texts]
+    assert [int(i) for i,_,_ in spans] == list(range(len(texts)))  # each result holds its own snippet's output
+    return max(float(b) for _,b,_ in spans) < min(float(e) for _,_,e in spans)
 
 def test_four_one_second_sleeps_on_four_subshells_run_in_parallel():
     async def main():
@@ -22,7 +26,7 @@ def test_four_one_second_sleeps_on_four_subshells_run_in_parallel():
             async with kc.subshells(4) as pool:
                 assert len(await kc.list_subshells()) == 4
                 t0 = time.monotonic()
-                results = await pool.map([TIMED]*4, timeout=20)
+                results = await pool.map([timed(i) for i in range(4)], timeout=20)
                 secs = time.monotonic()-t0
             print(f'\n4 x time.sleep({SLEEP}) on 4 subshells: {secs:.2f} s')
             assert all(r.status == 'ok' for r in results) and overlapped([r.outputs[0].text for r in results])
@@ -95,8 +99,7 @@ def test_kernel_without_subshells_gets_a_clear_error():
 
 def test_cli_parallel_runs_snippets_on_subshells():
     exe = str(Path(sys.executable).parent/'conkernelclient')
-    t0 = time.monotonic()
-    p = subprocess.run([exe, '--parallel', '3', 'run', *[TIMED]*3], capture_output=True, text=True, timeout=100)
+    p = subprocess.run([exe, '--parallel', '3', 'run', *map(timed, range(3))], capture_output=True, text=True, timeout=100)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     times = [float(l.split(' in ')[1].split(' s')[0]) for l in lines if l.startswith('[')]

@@ -207,14 +207,15 @@ def test_100_client_cycles_and_20_kernel_cycles_leave_nothing_behind(tmp_path):
     async def main():
         km = tiny_manager(session=Session(key=b'tiny'), connection_file=str(tmp_path/'tiny.json'))
         await km.start_kernel()
-        kc = await km.client().start_channels(); await kc.astop_channels()  # the first client's one-time costs, out of the count
-        made = Made()
-        for _ in range(100):
-            kc = await km.client().start_channels()
-            await kc.execute('', reply=True, timeout=10)
-            await kc.astop_channels()
-        assert made.left() == dict(fds=[], threads=[], tasks=[])
-        await km.shutdown_kernel(now=True)
+        try:
+            kc = await km.client().start_channels(); await kc.astop_channels()  # the first client's one-time costs, out of the count
+            made = Made()
+            for _ in range(100):
+                kc = await km.client().start_channels()
+                await kc.execute('', reply=True, timeout=10)
+                await kc.astop_channels()
+            assert made.left() == dict(fds=[], threads=[], tasks=[])
+        finally: await km.shutdown_kernel(now=True)  # a failed check must not leave the kernel running
         made = Made()
         for i in range(20):
             async with kernel(connection_file=str(tmp_path/f'kernel-{i}.json')) as (km2, kc2):

@@ -4,20 +4,23 @@
 
 # %% auto #0
 __all__ = ['gather_replies', 'tally', 'vanilla_client', 'demo', 'output_text', 'report', 'run_snippets', 'file_cells',
-           'kernel_client', 'main']
+           'kernel_client', 'notebook_kernel', 'installed_kernels', 'default_kernel', 'UsageError', 'command', 'parser',
+           'parse', 'main']
 
 # %% ../nbs/05_cli.ipynb #2e5be6a7
-import asyncio, contextlib, os, random, re, time
+import asyncio, contextlib, math, os, random, re, sys, time
 from functools import partial
+from typing import Annotated
 from pathlib import Path
 from fastcore.nbio import read_nb
-from fastcore.script import call_parse
+from fastcore.script import CliError, anno_parser
 from jupyter_client import AsyncKernelClient
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.session import Session
-from .core import ConKernelClient
+from .core import ClientClosedError, ConKernelClient, DeadKernelError
 from .local import ConKernelManager
-from .remote import RemoteKernelManager
-import conkernelclient.subshells  # adds `kc.subshells`
+from .remote import RemoteKernelManager, ServerError
+from .subshells import KernelFeatureError, KernelReplyError  # importing subshells adds `kc.subshells`
 
 # %% ../nbs/05_cli.ipynb #cf190f8c
 async def gather_replies(kc, # A started kernel client, ours or vanilla
@@ -115,17 +118,23 @@ def file_cells(path:str): # An .ipynb, or a .py with optional `# %%` cell marker
     return [c for c in re.split(r'^# %%.*$', p.read_text(), flags=re.M) if c.strip()]
 
 # %% ../nbs/05_cli.ipynb #1826eb29
+async def _shutdown(km):
+    "Shut down the kernel the command started; if the server refuses, fail with a `CliError` saying it may still be running."
+    try: await km.shutdown_kernel(now=True)
+    except ServerError as e: raise CliError(f'could not shut down kernel {km.kernel_id} at {km.url}, which may still be running: {e}') from None
+
 @contextlib.asynccontextmanager
 async def kernel_client(existing:str|None=None, # Connection file of a running kernel; None starts a fresh one
                         url:str|None=None, # Or a Jupyter Server / Enterprise Gateway to run on
                         kernel_id:str|None=None, # With `url`: attach to this running kernel instead of starting one
-                        token:str|None=None): # With `url`: the server's token (default: $JUPYTER_TOKEN)
+                        token:str|None=None, # With `url`: the server's token (default: $JUPYTER_TOKEN)
+                        kernel_name:str|None=None): # Kernelspec of the kernel to start (default: the manager's, python3)
     "A started client: on a fresh kernel (shut down afterwards), on the running one `existing` describes, or on a server at `url`."
     if existing and url: raise ValueError('give existing (a connection file) or url (a server), not both')
-    km = None
+    km, kw = None, dict(kernel_name=kernel_name) if kernel_name else {}
     if existing: kc = ConKernelClient(connection_file=existing); kc.load_connection_file()
     else:
-        km = RemoteKernelManager(url, token=token, kernel_id=kernel_id) if url else ConKernelManager(session=Session(key=os.urandom(16).hex().encode()))
+        km = RemoteKernelManager(url, token=token, kernel_id=kernel_id, **kw) if url else ConKernelManager(session=Session(key=os.urandom(16).hex().encode()), **kw)
         if not kernel_id: await km.start_kernel()
         kc = km.client()
     try:
@@ -133,25 +142,107 @@ async def kernel_client(existing:str|None=None, # Connection file of a running k
         yield kc
     finally:
         await kc.astop_channels()
-        if km is not None and not kernel_id: await km.shutdown_kernel(now=True)
+        if km is not None and not kernel_id: await _shutdown(km)
+
+# %% ../nbs/05_cli.ipynb #f18a0e18
+def notebook_kernel(path:str): # A file of cells
+    "The kernelspec name an .ipynb's metadata asks for; None for other files, or a notebook that names none."
+    if Path(path).suffix!='.ipynb': return None
+    return (read_nb(path).metadata.get('kernelspec') or {}).get('name')
+
+async def installed_kernels(url:str|None=None): # A server (token from $JUPYTER_TOKEN); None: this machine
+    "The names of the kernelspecs installed where kernels will start."
+    if url is None: return set(KernelSpecManager().find_kernel_specs())
+    return set((await RemoteKernelManager(url)._call('GET', '/api/kernelspecs'))['kernelspecs'])
+
+async def default_kernel(file:str|None, # The file of cells to run, if any
+                         url:str|None=None): # Where the kernel will start: a server, or None for this machine
+    "The kernelspec to start for `file`: a notebook's own if installed, else None (the default), saying so on stderr."
+    name = notebook_kernel(file) if file else None
+    if name is None or name in await installed_kernels(url): return name
+    where = f'on {url}' if url else 'here'
+    print(f'conkernelclient: {file} asks for kernel {name!r}, which is not installed {where}: running it on python3', file=sys.stderr)
 
 # %% ../nbs/05_cli.ipynb #2c0832c7
-async def _main(codes, n, timeout, existing, file, parallel, url=None, kernel_id=None, token=None):
-    "The command's work, as a coroutine."
-    if codes and codes[0]=='run': codes = codes[1:]
-    codes = [*codes, *(file_cells(file) if file else [])]
-    if not codes: return await demo(n, timeout or 5)
-    async with kernel_client(existing, url, kernel_id, token) as kc: ok = await run_snippets(kc, codes, timeout or 60, parallel)
+class UsageError(ValueError):
+    "The options ask for something the command cannot do; the command line reports it with exit status 2."
+
+def _flags(**opts): return ', '.join(f'--{k.replace("_", "-")}' for k,v in opts.items() if v)
+
+def _check_usage(codes:list, n, timeout, existing, url, kernel_id, kernel, file, parallel):
+    "Raise `UsageError` naming the first option that does not fit the others."
+    if not codes and not file:
+        if given := _flags(existing=existing, url=url, kernel_id=kernel_id, kernel=kernel, parallel=parallel):
+            raise UsageError(f'{given}: only for running snippets; give CODE or --file (with neither, the command runs the demo, which takes --n and --timeout)')
+    elif n is not None: raise UsageError('--n sizes the demo, which runs only when there are no snippets')
+    if existing and url: raise UsageError('give --existing (a running kernel) or --url (a server), not both')
+    if kernel_id and not url: raise UsageError('--kernel-id names a kernel on a server: give --url too')
+    if kernel and (existing or kernel_id): raise UsageError('--kernel chooses the kernel to start: with --existing or --kernel-id the kernel is already running')
+    if n is not None and n < 1: raise UsageError(f'--n must be at least 1, not {n}')
+    if timeout is not None and not 0 < timeout < math.inf: raise UsageError(f'--timeout must be a positive number of seconds, not {timeout}')
+    if parallel < 0: raise UsageError(f'--parallel must be a number of subshells (0: the main shell), not {parallel}')
+
+def _cells(file:str):
+    "`file_cells(file)`, failing with a `CliError` that names the file."
+    try: return file_cells(file)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e: raise CliError(f'cannot read cells from {file}: {type(e).__name__}: {e}') from None
+
+# %% ../nbs/05_cli.ipynb #a80193d2
+async def command(*codes:Annotated[str, {'metavar': 'CODE'}], # Snippets to run concurrently (optionally after the word `run`); none runs the demo
+                  n:int=None, # Concurrent requests in the demo (default: 100)
+                  timeout:float=None, # Seconds each request may take (default: 5 in the demo, 60 for snippets)
+                  existing:str=None, # Connection file of a running kernel to use instead of a fresh one
+                  url:str=None, # Run on a Jupyter Server (or Enterprise Gateway) at this URL instead, token from $JUPYTER_TOKEN
+                  kernel_id:str=None, # With --url: attach to this running kernel (default: start one, shut it down after)
+                  kernel:str=None, # Kernelspec to start (default: an .ipynb's own if installed, else python3)
+                  file:str=None, # Run this file's cells too (.ipynb, or .py with `# %%` markers)
+                  parallel:int=0): # Run snippets truly in parallel on this many kernel subshells (JEP 91)
+    "Show concurrent requests on a real kernel, or run snippets concurrently and print each one's outputs; returns the exit status."
+    said_run, codes = codes[:1]==('run',), list(codes[1:] if codes[:1]==('run',) else codes)
+    if said_run and not codes and not file: raise UsageError('run needs snippets: give CODE ... or --file')
+    _check_usage(codes, n, timeout, existing, url, kernel_id, kernel, file, parallel)
+    if not codes and not file: return await demo(n or 100, timeout or 5) or 0
+    codes += _cells(file) if file else []
+    if not codes: return 0  # a file without code cells: nothing to run
+    if not (existing or kernel_id): kernel = kernel or await default_kernel(file, url)
+    async with kernel_client(existing, url, kernel_id, kernel_name=kernel) as kc: ok = await run_snippets(kc, codes, timeout or 60, parallel)
     return 0 if ok else 1
 
-@call_parse
-def main(*codes:str, # Snippets to run concurrently (optionally after the word `run`); none runs the demo
-         n:int=100, # Concurrent requests in the demo
-         timeout:float=None, # Seconds each request may take (default: 5 in the demo, 60 for snippets)
-         existing:str=None, # Connection file of a running kernel to use instead of a fresh one
-         url:str=None, # Run on a Jupyter Server (or Enterprise Gateway) at this URL instead, token from $JUPYTER_TOKEN
-         kernel_id:str=None, # With --url: attach to this running kernel (default: start one, shut it down after)
-         file:str=None, # Run this file's cells too (.ipynb, or .py with `# %%` markers)
-         parallel:int=0): # Run snippets truly in parallel on this many kernel subshells (JEP 91)
-    "Show concurrent requests on a real kernel, or run snippets concurrently and print each one's outputs."
-    return asyncio.run(_main(codes, n, timeout, existing, file, parallel, url, kernel_id))
+# %% ../nbs/05_cli.ipynb #4379c24a
+def parser():
+    "The command's `argparse` parser, built from `command`'s signature and docments."
+    p = anno_parser(command, prog='conkernelclient')
+    p.description = "Show concurrent requests on a real kernel, or run snippets concurrently and print each one's outputs."
+    p.usage = '%(prog)s [options] [run] [CODE ...]'
+    p.epilog = ('Options may come before or after the snippets; after --, every word is a snippet. '
+                'Exit status: 0 if every snippet succeeded, 1 if one failed or the run could not go on, 2 for bad usage.')
+    return p
+
+def parse(argv:list|None=None): # Arguments after the program name (default: `sys.argv[1:]`)
+    "`(parser, snippets, options)` from `argv`, options and snippets in any order; argparse exits with status 2 on bad usage."
+    p = parser()
+    kw = vars(p.parse_intermixed_args(argv))
+    pdb, xtra = kw.pop('pdb'), kw.pop('xtra')  # fastcore's hidden debugging options: refused, not silently ignored
+    if pdb or xtra is not None: p.error('unrecognized arguments: --pdb and --xtra are not options of this command')
+    return p, kw.pop('codes'), kw
+
+# %% ../nbs/05_cli.ipynb #ecdfe769
+_NAMED = (CliError, OSError, DeadKernelError, ClientClosedError, TimeoutError, KernelFeatureError, KernelReplyError, NoSuchKernel)  # OSError: ServerError, files
+
+def _describe(e:BaseException):
+    "One line naming what went wrong."
+    if isinstance(e, NoSuchKernel): return f'no kernelspec named {e.name!r} is installed (`jupyter kernelspec list` shows those that are)'
+    return str(e) if isinstance(e, CliError) else f'{type(e).__name__}: {e}'
+
+def _fail(msg:str, status:int=1):
+    "Print `msg` as the command's error line on stderr; return `status`."
+    print(f'conkernelclient: error: {msg}', file=sys.stderr)
+    return status
+
+def main(argv:list|None=None): # Arguments after the program name (default: `sys.argv[1:]`)
+    "The `conkernelclient` command: returns its exit status; what goes wrong is said in one line on stderr."
+    p, codes, kw = parse(argv)
+    try: return asyncio.run(command(*codes, **kw))
+    except UsageError as e: p.error(str(e))
+    except _NAMED as e: return _fail(_describe(e))
+    except KeyboardInterrupt: return _fail('interrupted', 130)

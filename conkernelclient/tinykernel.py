@@ -22,6 +22,7 @@ class TinyKernel:
     "A single-threaded kernel that answers every request at once, unless told otherwise."
     def __init__(self, conn:dict): # A connection file's contents
         self.key,self.session,self.count,self.ctx = conn['key'].encode(),uuid.uuid4().hex,0,zmq.Context()
+        self.haunts = []  # (socket, identities, request) of `%afterlife` requests, answered again at shutdown
         url = f"{conn['transport']}://{conn['ip']}:"
         kinds = dict(shell=zmq.ROUTER, control=zmq.ROUTER, stdin=zmq.ROUTER, iopub=zmq.PUB, hb=zmq.ROUTER)
         self.socks = {n: self.ctx.socket(k) for n,k in kinds.items()}
@@ -77,6 +78,7 @@ def execute(self:TinyKernel, sock, idents:list, parent:dict, code:str, user_expr
     for i in range(int(lines.get('%print') or 0)): self.publish('stream', dict(name='stdout', text=f'{i}\n'), parent)
     if '%echo' in lines: self.publish('stream', dict(name='stdout', text=lines['%echo']+'\n'), parent)
     if '%unknown' in lines: self.reply(sock, idents, dict(parent, msg_id='nobody-sent-this'), dict(status='ok', execution_count=0, user_expressions={}))
+    if '%afterlife' in lines: self.haunts.append((sock, idents, parent))
     self.count += 1
     echoed = {k: dict(status='ok', data={'text/plain': v}, metadata={}) for k,v in user_expressions.items()}  # each expression, as its own value
     if '%noreply' not in lines: self.reply(sock, idents, parent, dict(status='ok', execution_count=self.count, user_expressions=echoed))
@@ -89,6 +91,16 @@ def garbage(self:TinyKernel, idents:list):
     for n in ('shell', 'control', 'stdin'):
         for f in bad: self.socks[n].send_multipart([*idents, *f])
     for f in bad: self.socks['iopub'].send_multipart([b'garbage', *f])
+
+@patch
+def haunt(self:TinyKernel):
+    "Send each `%afterlife` request a late output, reply and idle status, as an old kernel would after its restart began."
+    for sock, idents, parent in self.haunts:
+        self.publish('stream', dict(name='stdout', text='from the old kernel\n'), parent)
+        self.reply(sock, idents, parent, dict(status='ok', execution_count=self.count, user_expressions={}))
+        self.publish('status', dict(execution_state='idle'), parent)
+    # the process exits right after the shutdown reply: give ZMQ's I/O thread time to send these first
+    if self.haunts: threading.Event().wait(0.3)
 
 @patch
 def ask(self:TinyKernel, idents:list, parent:dict):
@@ -115,6 +127,7 @@ def handle(self:TinyKernel, name:str, frames:list):
     kind = header['msg_type']
     if kind in ('create_subshell_request', 'delete_subshell_request', 'list_subshell_request'): return True  # unsupported: no reply, like older kernels
     idle = True
+    if kind=='shutdown_request': self.haunt()
     self.publish('status', dict(execution_state='busy'), header)
     if kind=='execute_request': idle = self.execute(sock, idents, header, content['code'], content.get('user_expressions') or {})
     elif kind=='kernel_info_request': self.reply(sock, idents, header, KERNEL_INFO)

@@ -1,11 +1,13 @@
 "Regression tests for the adversarial paths of issue 'Invariants': one test per finding, against real kernels."
-import asyncio, os, queue, signal, threading, time
+import asyncio, os, queue, signal, threading, time, uuid
 import pytest
+from jupyter_client.channels import HBChannel
 from jupyter_client.session import Session
 from conkernelclient import (ClientClosedError, ClientLoopError, ConKernelClient, DeadKernelError, InputError,
                              KernelRestartedError)
 from conkernelclient.tinykernel import tiny_manager
 from conftest import kernel, run, settled
+from test_requests import running
 
 pytestmark = pytest.mark.timeout(120)
 stuck_tiny = lambda **kw: tiny_manager(interrupt_mode='message', **kw)  # `%input` then waits for good: an interrupt_request can't end it
@@ -39,9 +41,11 @@ def test_3_a_refused_input_still_ends_at_once_if_the_client_stops_or_the_kernel_
     async def main():
         async with kernel(make=stuck_tiny) as (km, kc):
             kc.interrupt_grace = 30
-            def refuse(prompt, password): raise PermissionError('no')
+            asked = asyncio.Event()
+            def refuse(prompt, password): asked.set(); raise PermissionError('no')
             fut = kc.execute('%input', on_input=refuse, reply=True, timeout=60)
-            await asyncio.sleep(0.5)  # refused, interrupt sent, the kernel ignores it: the grace is running
+            await asyncio.wait_for(asked.wait(), 10)  # refused: the interrupt goes out, the kernel ignores it, the grace runs
+            await asyncio.sleep(0)
             assert not fut.done()
             t0 = time.monotonic()
             if how == 'stop': kc.stop_channels(); want = ClientClosedError
@@ -62,19 +66,50 @@ def test_4_requests_sent_during_a_restart_fail_instead_of_vanishing():
             await clean(kc)
     run(main())
 
-def test_5_an_attached_client_learns_of_a_restart_from_the_kernels_new_session():
+class PatientHeartbeat(HBChannel):
+    "A heartbeat that waits 30 s for a beat: a restart cannot pass for a death, so only the mechanism under test can tell."
+    time_to_dead = 30.0
+
+async def attached(km, **traits):
+    "A client attached to `km`'s kernel by its connection file alone, as another process would be (no manager), with `traits` set."
+    att = ConKernelClient(connection_file=km.connection_file, hb_channel_class=PatientHeartbeat, **traits); att.load_connection_file()
+    await att.start_channels()
+    assert att.parent is None
+    return att
+
+async def restart_under(att, km, code:str, python:bool=True):
+    "Restart `km`'s kernel while `att`'s request `code` runs; seconds from the start and from the end of the restart until that request failed."
+    pending = await running(att, code, python=python)
+    t0 = time.monotonic()
+    await km.restart_kernel(now=True)
+    t1 = time.monotonic()
+    with pytest.raises(KernelRestartedError): await asyncio.wait_for(pending, 20)
+    return time.monotonic()-t0, time.monotonic()-t1
+
+def test_5_an_attached_client_learns_of_a_restart_from_the_new_kernels_welcome():
+    "ipykernel 7 welcomes each iopub subscriber: the new kernel's welcome (or `starting` status) fences, with no probe to help."
     async def main():
         async with kernel() as (km, kc):
-            att = ConKernelClient(connection_file=km.connection_file); att.load_connection_file()
-            await att.start_channels()
-            assert att.parent is None
-            pending = att.execute('import time; time.sleep(30)', reply=True)
-            await asyncio.sleep(0.3)
-            t0 = time.monotonic()
-            await km.restart_kernel(now=True)
-            with pytest.raises(KernelRestartedError): await asyncio.wait_for(pending, 20)
-            print(f'\nattached client: pending request failed {time.monotonic()-t0:.2f} s after the restart began')
+            att = await attached(km, probe_interval=60)  # no probe within the bound: only the new kernel's announcement can tell
+            began, ended = await restart_under(att, km, 'import time; time.sleep(30)')
+            print(f'\nattached client, told by the new kernel\'s welcome: pending request failed {began:.2f} s after the restart began '
+                  f'({ended:.2f} s after restart_kernel returned)')
+            assert ended < 5*att.watch_interval, ended  # the welcome comes as the new kernel's iopub connects, long before any probe
             await clean(att)  # and it carries on with the new kernel
+            await clean(kc)
+            await att.astop_channels()
+    run(main())
+
+def test_5_an_attached_client_learns_of_a_restart_from_its_probe_on_control():
+    "The tiny kernel announces nothing: after `probe_interval` of silence a control kernel_info_request finds the new kernel's session."
+    async def main():
+        async with kernel(make=tiny_manager) as (km, kc):
+            att = await attached(km, probe_interval=1)  # the old kernel is killed sooner: the probe reaches the new one
+            began, ended = await restart_under(att, km, '%sleep 30', python=False)
+            print(f'\nattached client, told by its probe: pending request failed {began:.2f} s after the restart began '
+                  f'({ended:.2f} s after restart_kernel returned)')
+            assert ended < att.probe_interval + 5*att.watch_interval, ended  # silence noticed at a watchdog tick, then one round trip
+            await clean(att)
             await clean(kc)
             await att.astop_channels()
     run(main())
@@ -83,18 +118,20 @@ def test_5_an_attached_client_learns_of_a_restart_from_the_kernels_new_session()
 def test_6_an_abandoned_request_never_leaves_the_kernel_waiting_in_input(how):
     async def main():
         async with kernel() as (km, kc):
-            code = 'import time; time.sleep(0.6); x = input("late? ")'
+            code, mid = 'import time; time.sleep(0.6); x = input("late? ")', uuid.uuid4().hex
             answer = lambda prompt, password: 'never'
             if how == 'timeout':
-                with pytest.raises(TimeoutError): await kc.execute(code, on_input=answer, reply=True, timeout=0.2)
+                with pytest.raises(TimeoutError): await kc.execute(code, on_input=answer, reply=True, timeout=0.2, msg_id=mid)
             elif how == 'cancel':
-                t = asyncio.ensure_future(kc.execute(code, on_input=answer, reply=True))
+                t = asyncio.ensure_future(kc.execute(code, on_input=answer, reply=True, msg_id=mid))
                 await asyncio.sleep(0.2); t.cancel()
                 with pytest.raises(asyncio.CancelledError): await t
             else:
-                async for msg in kc.stream(code, on_input=answer): break  # leave after the first message
-            await kc.until_idle(timeout=20)  # the kernel asked, for a request nobody waits for, and its input() was ended
-            await clean(kc)  # it answers again
+                async for msg in kc.stream(code, on_input=answer, msg_id=mid): break  # leave after the first message
+            # the kernel asks for input, for a request nobody waits for: the client must interrupt it, so that the request ends
+            while not ((m := await kc.get_iopub_msg(timeout=10))['parent_header'].get('msg_id') == mid
+                       and m['content'].get('execution_state') == 'idle'): pass
+            await clean(kc)  # the kernel answers again
             with pytest.raises(queue.Empty): await kc.get_stdin_msg(timeout=0.1)  # and the request did not land in the inbox
     run(main())
 

@@ -3,9 +3,11 @@ kernelspecs in their wheels). What a kernel does not support is skipped for that
 import asyncio, os, signal, time
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from jupyter_client.session import Session
 from conkernelclient import ConKernelManager, DeadKernelError, KernelRestartedError
 from conftest import kernel, run
+from test_faults import WATCH
+from test_requests import running
+from test_subshells import SLEEP, overlapped, timed
 
 pytestmark = pytest.mark.timeout(120)
 KERNELS = {'python3': 'ipykernel', 'py': 'ipymini', 'async': 'async-kernel'}
@@ -65,8 +67,8 @@ def test_input_answered_and_refused(name):
 def test_interrupt_ends_a_long_cell(name, how):
     async def main():
         async with on(name) as (km, kc):
-            long = kc.execute('import time; time.sleep(20)', reply=True, timeout=40)
-            await asyncio.sleep(0.5)
+            # slices: ipymini's SIGINT does not always break one long time.sleep (measured: 4 of 12 were lost, 0 of 12 with 0.1 s slices)
+            long = await running(kc, 'import time\nfor _ in range(200): time.sleep(0.1)', timeout=40)
             if how == 'control': await kc.interrupt(timeout=10)
             else: await km.interrupt_kernel()
             r = await asyncio.wait_for(long, 15)
@@ -78,28 +80,27 @@ def test_subshells(name):
     async def main():
         async with on(name) as (km, kc):
             assert kc.supports('kernel subshells')
-            t0 = time.monotonic()
             async with kc.subshells(3) as pool:
-                res = await pool.map([f'import time; time.sleep(1); print({i})' for i in range(3)], timeout=20)
-            secs = time.monotonic()-t0
-            assert [r.outputs[0].text for r in res] == ['0\n', '1\n', '2\n'] and await kc.list_subshells() == []
+                t0 = time.monotonic()
+                res = await pool.map([timed(i) for i in range(3)], timeout=20)
+                secs = time.monotonic()-t0
+            assert [r.outputs[0].text.split()[0] for r in res] == ['0', '1', '2'] and await kc.list_subshells() == []  # each its own output
             skip_unless(name, 'parallel_subshells')
-            assert secs < 2.5, secs  # three one-second sleeps at once
+            assert overlapped([r.outputs[0].text for r in res]) and secs < 1.5*SLEEP, secs  # three sleeps at once
     run(main())
 
 @pytest.mark.parametrize('name', params)
 def test_restart_and_death_fail_pending_requests_promptly(name):
     async def main():
         async with on(name) as (km, kc):
-            pending = kc.execute('import time; time.sleep(10)', reply=True)
-            await asyncio.sleep(0.3)
+            pending = await running(kc, 'import time; time.sleep(10)')
             await km.restart_kernel(now=True)
             with pytest.raises(KernelRestartedError): await asyncio.wait_for(pending, 5)
             assert (await kc.execute('1', reply=True, timeout=30))['content']['status'] == 'ok'
-            pending = [kc.execute('import time; time.sleep(10)', reply=True) for _ in range(10)]
-            await asyncio.sleep(0.3)
+            pending = [await running(kc, 'import time; time.sleep(10)'), *[kc.execute('import time; time.sleep(10)', reply=True) for _ in range(9)]]
             os.kill(km.provisioner.process.pid, signal.SIGKILL)
             t0 = time.monotonic()
             res = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 10)
-            assert {type(r) for r in res} == {DeadKernelError} and time.monotonic()-t0 < 2
+            secs = time.monotonic()-t0
+            assert {type(r) for r in res} == {DeadKernelError} and secs < 3*WATCH, secs  # at the watchdog's next tick
     run(main())

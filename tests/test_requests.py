@@ -1,7 +1,8 @@
 "Per-request outputs, stdin and control requests under concurrency, against real ipykernels."
-import asyncio, gc, queue, time
+import asyncio, gc, queue, time, uuid
 import pytest, zmq
-from conkernelclient import ConKernelClient, DeadKernelError
+from conkernelclient import DeadKernelError
+from conkernelclient.tinykernel import tiny_manager
 from conftest import kernel, run, settled
 
 pytestmark = pytest.mark.timeout(120)
@@ -9,6 +10,19 @@ pytestmark = pytest.mark.timeout(120)
 def rss_mb():
     "This process's resident memory, in MB."
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])/1024
+
+def _shows_running(msg:dict, mid:str, python:bool):
+    "Whether iopub message `msg` shows that request `mid` runs: its printed marker (Python), or its busy status (the tiny kernel)."
+    if msg['parent_header'].get('msg_id') != mid: return False
+    if python: return msg['msg_type'] == 'stream' and f'started {mid}' in msg['content']['text']
+    return msg['msg_type'] == 'status' and msg['content']['execution_state'] == 'busy'  # single-threaded: busy means at work on it
+
+async def running(kc, code:str, timeout:float=60, python:bool=True, **kw):
+    "Send `code` with reply=True (in Python, after a line printing a marker); its reply future, once the kernel is running it."
+    mid = uuid.uuid4().hex
+    fut = kc.execute(f'print("started {mid}", flush=True)\n{code}' if python else code, reply=True, timeout=timeout, msg_id=mid, **kw)
+    while not _shows_running(await kc.get_iopub_msg(timeout=timeout), mid, python): pass  # nobody's outputs: they reach get_iopub_msg
+    return fut
 
 def test_ten_concurrent_requests_each_get_only_their_own_output_in_order():
     code = 'import time\nfor i in range(20):\n    print("{m}", i, flush=True)\n    time.sleep(0.005)'
@@ -84,9 +98,8 @@ def test_failing_input_callback_interrupts_and_fails_the_request_with_its_error(
 def test_interrupt_with_a_long_request_and_two_queued():
     async def main():
         async with kernel() as (km, kc):
-            long = kc.execute('import time; time.sleep(30)', reply=True, timeout=60)
+            long = await running(kc, 'import time; time.sleep(30)')
             queued = [kc.execute('1+1', reply=True, timeout=60), kc.execute('2+2', reply=True, timeout=60)]
-            await asyncio.sleep(0.5)
             r = await kc.interrupt(timeout=10)
             assert r['msg_type'] == 'interrupt_reply'
             res = await asyncio.wait_for(asyncio.gather(long, *queued), 10)
@@ -120,21 +133,17 @@ def test_fire_and_forget_iopub_is_unchanged_for_get_iopub_msg():
     run(main())
 
 def test_a_lost_idle_status_is_bounded_by_the_timeout():
-    "Fault injection: drop the idle status of execute requests, as an iopub high-water mark would."
+    "A kernel that publishes no idle status (the tiny kernel's `%noidle`, as an iopub high-water mark would drop it)."
     async def main():
-        async with kernel() as (km, kc):
-            lossy = km.client()
-            keep = lossy._on_iopub
-            def drop_idle(msg, inbox):
-                if msg['parent_header'].get('msg_type') == 'execute_request' and msg['content'].get('execution_state') == 'idle': return
-                keep(msg, inbox)
-            lossy._on_iopub = drop_idle
-            await lossy.start_channels()
+        async with kernel(make=tiny_manager) as (km, kc):
+            timeout = 1
             t0 = time.monotonic()
-            with pytest.raises(TimeoutError, match='idle'): await lossy.execute('1', outputs=True, timeout=1)
-            assert 0.9 < time.monotonic()-t0 < 3
-            assert settled(lossy)
-            await lossy.astop_channels()
+            with pytest.raises(TimeoutError, match='idle'): await kc.execute('%noidle', outputs=True, timeout=timeout)
+            secs = time.monotonic()-t0
+            assert timeout <= secs < 1.5*timeout, secs  # at its own timeout (the reply came at once), not later
+            assert settled(kc)
+            res = await kc.execute('%print 1', outputs=True, timeout=5)
+            assert res.status == 'ok' and [o.text for o in res.outputs] == ['0\n']  # the next request is whole
     run(main())
 
 def test_breaking_out_of_a_stream_leaves_nothing_behind():

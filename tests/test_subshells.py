@@ -5,18 +5,32 @@ import pytest
 from conkernelclient import KernelFeatureError
 from conkernelclient.tinykernel import tiny_manager
 from conftest import kernel, run, settled
+from test_requests import running
 
 pytestmark = pytest.mark.timeout(120)
+SLEEP = 1  # seconds each parallel snippet sleeps
+
+def timed(i:int):
+    "A snippet that sleeps `SLEEP` seconds and prints `i`, when it began and when it ended (no globals: subshells share them)."
+    return f'import time; print({i}, time.time(), time.sleep({SLEEP}) or time.time())'
+
+def overlapped(texts:list):
+    "Whether the `timed(i)` snippets that printed `texts` (in order of i) all ran at once: each began before any ended."
+    spans = [t.split() for t in texts]
+    assert [int(i) for i,_,_ in spans] == list(range(len(texts)))  # each result holds its own snippet's output
+    return max(float(b) for _,b,_ in spans) < min(float(e) for _,_,e in spans)
 
 def test_four_one_second_sleeps_on_four_subshells_run_in_parallel():
     async def main():
         async with kernel() as (km, kc):
             async with kc.subshells(4) as pool:
+                assert len(await kc.list_subshells()) == 4
                 t0 = time.monotonic()
-                results = await pool.map(['import time; time.sleep(1)']*4, timeout=20)
+                results = await pool.map([timed(i) for i in range(4)], timeout=20)
                 secs = time.monotonic()-t0
-            print(f'\n4 x time.sleep(1) on 4 subshells: {secs:.2f} s')
-            assert all(r.status == 'ok' for r in results) and secs < 2.5
+            print(f'\n4 x time.sleep({SLEEP}) on 4 subshells: {secs:.2f} s')
+            assert all(r.status == 'ok' for r in results) and overlapped([r.outputs[0].text for r in results])
+            assert secs < 1.5*SLEEP  # one sleep, not two or more after one another
             assert await kc.list_subshells() == []
     run(main())
 
@@ -64,9 +78,8 @@ def test_interrupt_stops_the_main_shell_not_a_busy_subshell():
     async def main():
         async with kernel() as (km, kc):
             sid = await kc.create_subshell()
-            main_req = kc.execute('import time; time.sleep(3)', reply=True, timeout=20)
-            sub_req = kc.execute('import time; time.sleep(1)', reply=True, timeout=20, subshell_id=sid)
-            await asyncio.sleep(0.3)
+            main_req = await running(kc, 'import time; time.sleep(3)')
+            sub_req = await running(kc, 'import time; time.sleep(1)', subshell_id=sid)
             await kc.interrupt(timeout=5)
             m, s = await asyncio.gather(main_req, sub_req)
             assert m['content']['ename'] == 'KeyboardInterrupt' and s['content']['status'] == 'ok'
@@ -86,12 +99,12 @@ def test_kernel_without_subshells_gets_a_clear_error():
 
 def test_cli_parallel_runs_snippets_on_subshells():
     exe = str(Path(sys.executable).parent/'conkernelclient')
-    t0 = time.monotonic()
-    p = subprocess.run([exe, '--parallel', '3', 'run', *[f'import time; time.sleep(1); print({i})' for i in range(3)]],
-                       capture_output=True, text=True, timeout=100)
+    p = subprocess.run([exe, '--parallel', '3', 'run', *map(timed, range(3))], capture_output=True, text=True, timeout=100)
     assert p.returncode == 0, p.stderr
-    times = [float(l.split(' in ')[1].split(' s')[0]) for l in p.stdout.splitlines() if l.startswith('[')]
-    assert len(times) == 3 and max(times) < 2.5, p.stdout  # serial would take 3 s
+    lines = p.stdout.splitlines()
+    times = [float(l.split(' in ')[1].split(' s')[0]) for l in lines if l.startswith('[')]
+    assert len(times) == 3 and overlapped([l for l in lines if not l.startswith('[')]), p.stdout
+    assert max(times) < 1.5*SLEEP, p.stdout  # on fewer subshells, a snippet would wait for another to end
 
 async def no_subshells_left(kc, within:float=5):
     "Wait (boundedly) for background clean-up, then check the kernel has no subshells."

@@ -135,6 +135,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'conkernelclient.cli.report': ('cli.html#report', 'conkernelclient/cli.py'),
                                      'conkernelclient.cli.run_snippets': ('cli.html#run_snippets', 'conkernelclient/cli.py'),
                                      'conkernelclient.cli.tally': ('cli.html#tally', 'conkernelclient/cli.py'),
+                                     'conkernelclient.cli.timing_text': ('cli.html#timing_text', 'conkernelclient/cli.py'),
                                      'conkernelclient.cli.vanilla_client': ('cli.html#vanilla_client', 'conkernelclient/cli.py')},
             'conkernelclient.core': { 'conkernelclient.core.ChannelView': ('core.html#channelview', 'conkernelclient/core.py'),
                                       'conkernelclient.core.ChannelView._box': ('core.html#channelview._box', 'conkernelclient/core.py'),

@@ -171,7 +171,7 @@ class ConKernelClient(AsyncKernelClient):
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
     kernel_info_reply = {}  # the kernel's answer to the start-up `kernel_info`, once it came
     _requests,_ghosts,_held,_inboxes,_vital,_side,_channels_stopped = {},{},{},{},(),(),False
-    _running,_nsent,_last_busy,_last_idle,_stopping = {},0,None,None,{}
+    _running,_nsent,_last_busy,_last_idle,_stopping,_asking,_state_waiters = {},0,None,None,{},{},()
 
 # %% ../nbs/00_core.ipynb #3a4f0b1c
 @patch
@@ -598,7 +598,7 @@ def _on_stdin(self:ConKernelClient, msg:dict, inbox:_Inbox):
     if req is not None and req.on_stdin is not None:
         req.asking,req.answering = msg,self._aside(self._answer(req, msg))
         return
-    if req is None and (ghost := self._ghosts.get(mid)) is not None:
+    if req is None and (ghost := self._ghosts.get(mid)) is not None and not ghost.to_inbox:  # a fire-and-forget one's goes to the inbox
         _log.warning('ending an input() of request %s: nobody will answer it (its caller gave up, or its client stopped)', mid)
         return self._aside(self._end_input(ghost, msg))
     self._asking[mid] = msg
@@ -668,7 +668,7 @@ def _started(self:ConKernelClient, req:Request):
     if req.arm: self._aside(self._interrupt_request(req))
     if self._state_waiters: self._check_waiters()
 
-# %% ../nbs/00_core.ipynb #6d0d2db2
+# %% ../nbs/00_core.ipynb #97d5070a
 _CONTROL = frozenset({'interrupt_request', 'shutdown_request', 'debug_request', 'usage_request', 'kernel_info_request',
                       'create_subshell_request', 'delete_subshell_request', 'list_subshell_request'})  # not on a shell, or not for long
 
@@ -779,7 +779,8 @@ def _apply_policy(self:ConKernelClient, req:Request):
 
 @patch
 def _abandon(self:ConKernelClient, req:Request):
-    "Nobody waits for `req` any more: stop answering its input, and keep it as a ghost until its kernel is done with it."
+    "Nobody waits for `req` any more, nor reads its reply: stop answering its input, and keep it as a ghost until its kernel is done with it."
+    req.to_inbox = False
     if req.answering is not None and not req.answering.done():
         req.answering.cancel()
         if req.asking is not None: self._aside(self._end_input(req, req.asking))

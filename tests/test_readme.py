@@ -29,7 +29,12 @@ def test_readme_examples_run(capsys):
             if isinstance(res, types.CoroutineType): await res
     run(main())
     out = capsys.readouterr().out
-    assert 'ok ok' in out and 'a 0\na 1\na 2\nb 0\nb 1\nb 2' in out and 'hello Ada' in out and 'TimeoutError: no reply' in out
+    assert 'ok ok' in out and 'a 0\na 1\na 2\nb 0\nb 1\nb 2' in out and 'hello Ada' in out and 'did not complete within 0.1 s: it was still running' in out
+    tool = re.search(r"\{'finished': False, 'started': True, 'output': '([\d\\n]*)'\}", out)
+    assert tool and tool.group(1).split('\\n')[:5] == ['0', '1', '2', '3', '4'], out  # what the loop printed in its second
+    assert "{'finished': True, 'status': 'ok', 'output': 'the next call runs at once\\n'}" in out
+    assert re.search(r"True running True\n\['0', '1', '2'\] 1\.\d\nTrue\n", out) and "['agent 0 done\\n', 'agent 1 done\\n']" in out
+    assert 'hello from the command line' in out and '42' in out
     assert "['0\\n', '1\\n', '2\\n', '3\\n']" in out
     assert 'hello from nbclient\n 1024' in out
     assert '100 hello from the server' in out

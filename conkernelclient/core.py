@@ -171,7 +171,7 @@ class ConKernelClient(AsyncKernelClient):
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
     kernel_info_reply = {}  # the kernel's answer to the start-up `kernel_info`, once it came
     _requests,_ghosts,_held,_inboxes,_vital,_side,_channels_stopped = {},{},{},{},(),(),False
-    _running,_nsent,_last_busy,_last_idle,_stopping,_asking,_state_waiters = {},0,None,None,{},{},()
+    _running,_nsent,_last_busy,_last_idle,_stopping,_asking,_state_waiters,_session_id = {},0,None,None,{},{},(),None
 
 # %% ../nbs/00_core.ipynb #3a4f0b1c
 @patch
@@ -208,9 +208,9 @@ _ROUTES = ('shell', 'control', 'iopub', 'stdin')
 def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the state of a client whose connection just opened, and start its routers."
     self._requests,self._ghosts,self._held,self._busy,self._finished,self._asking = {},{},{},{},{},{}
-    self._running,self._last_busy,self._last_idle,self._state_waiters,self._nsent,self._stopping = {},None,None,[],0,{}
+    self._running,self._last_busy,self._last_idle,self._state_waiters,self._nsent,self._stopping,self._no_reply = {},None,None,[],0,{},deque()
     self._vital,self._side,self._filed = [],set(),itertools.count()
-    self._kernel_session,self._old_sessions = None,set()
+    self._kernel_session,self._old_sessions,self._session_id = None,set(),self.session.session  # the id read once: a traitlet is slow to reach
     self.bad_messages,self._error,self._loop,self._state,self._thread = 0,None,loop,'starting',threading.get_ident()
     self._welcome = loop.create_future()
     self._inboxes = {n: _Inbox(self.iopub_inbox_size if n=='iopub' else self.inbox_size) for n in _ROUTES}
@@ -274,8 +274,7 @@ class Request:
 # %% ../nbs/00_core.ipynb #2cdf0a7a
 def _running_loop():
     "The running event loop, or None outside async code."
-    try: return asyncio.get_running_loop()
-    except RuntimeError: return None
+    return asyncio._get_running_loop()  # asyncio's own accessor: None outside a loop, without raising (every request asks)
 
 @patch
 def _check_open(self:ConKernelClient):
@@ -301,7 +300,7 @@ def _check_not_restarting(self:ConKernelClient):
 
 def _check_timeout(timeout):
     "A timeout is None (wait as long as the kernel lives) or a finite, non-negative number of seconds."
-    if timeout is None: return
+    if timeout is None or (type(timeout) in (int, float) and 0 <= timeout <= 1e300): return  # the common case, cheaply
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f'timeout must be a number of seconds or None, not {timeout!r}')
     try: ok = timeout >= 0 and math.isfinite(float(timeout))
@@ -395,16 +394,9 @@ def _send_now(self:ConKernelClient, req:Request, now:float): # the time it is se
     "Send a filed request now: it occupies its shell, and its send time is noted."
     msg, req.msg = req.msg, None
     getattr(self, f'{req.channel}_channel').send(msg)
-    req.sent_at = now
-    self._state_to(req, 'sent')
+    req.sent_at,req.state = now,'sent'
+    self._nsent += 1
     if req.channel=='shell': self._occupy(req)
-
-@patch
-def _state_to(self:ConKernelClient, req:Request, state:str):
-    "Move `req` to `state`, keeping count of the requests sent and not yet started."
-    if req.state=='sent': self._nsent -= 1
-    if state=='sent': self._nsent += 1
-    req.state = state
 
 # %% ../nbs/00_core.ipynb #1e9d2a4c
 @patch
@@ -428,7 +420,7 @@ def _shell_free(self:ConKernelClient, key:str|None): # a subshell_id; None: the 
     "Whether shell `key` runs nothing: no request of ours occupies it, and none of another client's runs there as far as iopub tells."
     if self._busy.get(key) or key in self._stopping: return False
     r = self._running.get(key)
-    return r is None or r.own  # our own request shows as running until its idle, but has already replied
+    return r is None or r[2]  # our own request shows as running until its idle, but has already replied
 
 @patch
 def _hold(self:ConKernelClient, req:Request):
@@ -576,7 +568,7 @@ def _on_reply(self:ConKernelClient, msg:dict, inbox:_Inbox):
     "A reply: to its request's record; to `inbox` too if its request is fire-and-forget, or none of ours."
     if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return  # an old kernel's late reply
     mid = msg['parent_header'].get('msg_id')
-    req = self._record(mid)
+    req = self._requests.get(mid) or self._ghosts.get(mid)
     if req is not None: self._replied(req, msg)
     if req is None or req.to_inbox: inbox.put(msg)  # a fire-and-forget request's reply, or one of nobody's; an abandoned one's is dropped
 
@@ -585,7 +577,8 @@ def _on_iopub(self:ConKernelClient, msg:dict, inbox:_Inbox):
     "An iopub message: generation, kernel state, its request, else `inbox`."
     if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return
     if msg['msg_type']=='iopub_welcome' and not self._welcome.done(): self._welcome.set_result(msg)
-    req = self._record(msg['parent_header'].get('msg_id'))
+    mid = msg['parent_header'].get('msg_id')
+    req = self._requests.get(mid) or self._ghosts.get(mid)
     kept = req is not None and self._published(req, msg)
     if msg['msg_type']=='status': self._observe(msg, req)
     if not kept: inbox.put(msg)
@@ -617,9 +610,10 @@ def _wake(req:Request):
 def _replied(self:ConKernelClient, req:Request, msg:dict):
     "Record `req`'s reply: a reply-waiter has what it wants now; the request ends once its idle status has come too."
     req.reply = msg
-    if req.state!='replied': self._state_to(req, 'replied')
-    self._no_more_input(req)
-    self._vacate(req)
+    if req.state=='sent': self._nsent -= 1
+    req.state = 'replied'
+    if req.may_ask: self._no_more_input(req)
+    if req.occupies: self._vacate(req)
     if req.log is not None: req.log.append(msg)
     w = req.waiter
     if w is not None and req.wants=='reply' and req.failing is None:
@@ -629,7 +623,7 @@ def _replied(self:ConKernelClient, req:Request, msg:dict):
     if req.idle: return self._end(req, req.failing)
     if req.stopping and req.timer is None: req.timer = self._loop.call_later(self.probe_interval, self._end, req)  # a lost idle must not hold its shell
     if req.waiter is None and req.log is None: self._haunt(req)  # nobody reads it: keep only what its idle needs
-    _wake(req)
+    if req.wake is not None: _wake(req)
 
 @patch
 def _published(self:ConKernelClient, req:Request, msg:dict):
@@ -637,11 +631,15 @@ def _published(self:ConKernelClient, req:Request, msg:dict):
     kind = msg['msg_type']
     if kind=='status':
         state = msg['content']['execution_state']
-        if state=='busy': req.t_busy = _msg_date(msg); self._started(req)
+        if state=='busy':
+            req.t_busy = msg['header'].get('date')
+            if req.state=='sent': self._started(req)
         elif state=='idle':
-            req.t_idle,req.idle = _msg_date(msg),True
-            if req.reply is None: self._loop.call_later(self.probe_interval, self._unreplied, req)  # a reply may trail its idle: not for long
-    elif kind=='execute_input': req.t_input = _msg_date(msg); self._started(req)
+            req.t_idle,req.idle = msg['header'].get('date'),True
+            if req.reply is None: self._no_reply.append((self._loop.time()+self.probe_interval, req))  # a reply may trail its idle: not for long
+    elif kind=='execute_input':
+        req.t_input = msg['header'].get('date')
+        if req.state=='sent': self._started(req)
     log = req.log
     if log is not None:
         log.append(msg)
@@ -654,21 +652,25 @@ def _published(self:ConKernelClient, req:Request, msg:dict):
     return log is not None
 
 @patch
-def _unreplied(self:ConKernelClient, req:Request):
-    "`req` went idle `probe_interval` seconds ago, and its reply never came: end it."
-    if req.done() or req.reply is not None: return
-    why = ' (an interrupt sent for it landed as the kernel finished it, and ipykernel then drops the reply)' if req.stopping else ''
-    self._end(req, NoReplyError(f'the kernel finished request {req.msg_id} without replying to it{why}'))
+def _unreplied(self:ConKernelClient):
+    "End the requests that went idle over `probe_interval` seconds ago, and whose reply never came (the watchdog asks)."
+    q, now = self._no_reply, self._loop.time()
+    while q and q[0][0] <= now:
+        req = q.popleft()[1]
+        if req.done() or req.reply is not None: continue
+        why = ' (an interrupt sent for it landed as the kernel finished it, and ipykernel then drops the reply)' if req.stopping else ''
+        self._end(req, NoReplyError(f'the kernel finished request {req.msg_id} without replying to it{why}'))
 
 @patch
 def _started(self:ConKernelClient, req:Request):
     "The kernel has started `req`: if it was armed by a cancel or timeout while still queued, interrupt it now."
     if req.state!='sent': return
-    self._state_to(req, 'running')
+    self._nsent -= 1
+    req.state = 'running'
     if req.arm: self._aside(self._interrupt_request(req))
     if self._state_waiters: self._check_waiters()
 
-# %% ../nbs/00_core.ipynb #97d5070a
+# %% ../nbs/00_core.ipynb #8bd4a8ca
 _CONTROL = frozenset({'interrupt_request', 'shutdown_request', 'debug_request', 'usage_request', 'kernel_info_request',
                       'create_subshell_request', 'delete_subshell_request', 'list_subshell_request'})  # not on a shell, or not for long
 
@@ -680,15 +682,18 @@ class Running(NamedTuple):
 def _observe(self:ConKernelClient, msg:dict, req:Request|None):
     "Follow the kernel's activity from a status message: what runs on each shell, and when it was last busy and idle."
     p = msg['parent_header']
-    mid = p.get('msg_id')
-    if not mid or (req.channel=='control' if req is not None else p.get('msg_type') in _CONTROL): return
+    if req is None:
+        if not (mid := p.get('msg_id')) or p.get('msg_type') in _CONTROL: return
+        own = p.get('session')==self._session_id
+    elif req.channel=='control': return
+    else: mid,own = req.msg_id,True
     key, state = p.get('subshell_id'), msg['content']['execution_state']
-    if state=='busy':
-        self._running[key] = Running(mid, p.get('msg_type'), p.get('session')==self.session.session, _msg_date(msg))
-        self._last_busy = _msg_date(msg)
+    if state=='busy':  # a plain tuple, made a `Running` only when someone asks: this runs for every request
+        self._last_busy = date = msg['header'].get('date')
+        self._running[key] = (mid, p.get('msg_type'), own, date)
     elif state=='idle':
-        self._last_idle = _msg_date(msg)
-        if (r := self._running.get(key)) is not None and r.msg_id==mid:
+        self._last_idle = msg['header'].get('date')
+        if (r := self._running.get(key)) is not None and r[0]==mid:
             del self._running[key]
             if self._held: self._release(key)
     if self._state_waiters: self._check_waiters()
@@ -705,8 +710,8 @@ def _unfile(self:ConKernelClient, req:Request):
         if not q: del self._held[req.subshell_id]
     req.msg = None
     if req.timer is not None: req.timer.cancel(); req.timer = None
-    self._no_more_input(req)
-    self._vacate(req)
+    if req.may_ask: self._no_more_input(req)
+    if req.occupies: self._vacate(req)
 
 @patch
 def _no_more_input(self:ConKernelClient, req:Request):
@@ -719,7 +724,8 @@ def _end(self:ConKernelClient, req:Request, exc:BaseException|None=None):
     "End `req`, the one way a request ends: with its result, or failed with `exc`; its waiter, readers and registry entries go with it."
     if req.state in _ENDED: return
     self._unfile(req)
-    self._state_to(req, 'done' if exc is None else 'cancelled' if isinstance(exc, RequestCancelledError) else 'failed')
+    if req.state=='sent': self._nsent -= 1
+    req.state = 'done' if exc is None else 'cancelled' if isinstance(exc, RequestCancelledError) else 'failed'
     req.error = exc
     if (w := req.waiter) is not None:
         req.waiter = None
@@ -728,7 +734,7 @@ def _end(self:ConKernelClient, req:Request, exc:BaseException|None=None):
         else: w.set_result(req.reply if req.wants=='reply' else Result(req.reply, req.msgs, req))
     if req.answering is not None and not req.answering.done(): req.answering.cancel()
     if req.stopping: self._unstop(req)
-    _wake(req)
+    if req.wake is not None: _wake(req)
     if req.handle and not req.read_all: self._keep_finished(req)
     if self._state_waiters: self._check_waiters()
     if self._janitor: self._janitor_check()
@@ -962,7 +968,7 @@ class KernelState(NamedTuple):
 @patch(as_prop=True)
 def kernel_state(self:ConKernelClient):
     "What the kernel runs on each shell, how many of this client's requests wait (sent, or held), and when it was last busy and idle."
-    return KernelState(dict(self._running), self._nsent, sum(map(len, self._held.values())), self._last_busy, self._last_idle)
+    return KernelState({k: Running._make(r) for k,r in self._running.items()}, self._nsent, sum(map(len, self._held.values())), self._last_busy, self._last_idle)
 
 @patch
 async def wait_state(self:ConKernelClient, predicate, # `f(KernelState)`, true when the wait is over
@@ -1101,7 +1107,7 @@ def _same_kernel(self:ConKernelClient, msg:dict):
     "Judge a message whose `session` is not the kernel's: False if an old kernel sent it; a new kernel starts a new generation."
     s = msg['header'].get('session')
     if not s or s==self._kernel_session: return True
-    if s==self.session.session: return True  # our own session: a server wrote it on our behalf, or a kernel copied it (akernel)
+    if s==self._session_id: return True  # our own session: a server wrote it on our behalf, or a kernel copied it (akernel)
     if s in self._old_sessions: return False  # a late message from a kernel that has since been restarted
     if msg['msg_type']=='iopub_welcome' or _starting(msg):  # a new kernel announces itself
         if self._kernel_session is not None: self._fence(KernelRestartedError('the kernel was restarted (a new kernel announced itself)'))
@@ -1122,7 +1128,7 @@ def _starting(msg:dict):
 def _speaks_for_kernel(self:ConKernelClient, msg:dict):
     "Whether `msg`'s `session` is the kernel's own: a message about one of this client's requests."
     # other messages may carry other sessions: akernel gives each unparented message a random one
-    return msg['parent_header'].get('session')==self.session.session
+    return msg['parent_header'].get('session')==self._session_id
 
 @patch
 def _new_generation(self:ConKernelClient, exc:KernelRestartedError, since:Request|None=None): # the first request the new kernel got; None: all went to the old one
@@ -1230,6 +1236,7 @@ async def _watch(self:ConKernelClient):
     "Poll the kernel's life; once it is dead, fail everything pending with `DeadKernelError`."
     while await self._kernel_alive():
         await asyncio.sleep(self.watch_interval)
+        if self._no_reply: self._unreplied()
         if self._should_probe(): self._probe = self.control_request('kernel_info_request', timeout=10*self.probe_interval)
     self._close(DeadKernelError('the kernel died'))
     if self._janitor: self._janitor_done()
@@ -1335,7 +1342,8 @@ async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None
     if (req := self._ghosts.pop(msg_id, None)) is not None: req.to_inbox = False; self._requests[msg_id] = req  # waited for after all
     else:  # sent by other means: a record that waits for its reply
         req = Request(self, self.session.msg('unknown', {}, header=dict(self.session.msg_header('unknown'), msg_id=msg_id)), channel, next(self._filed), False)
-        self._file(req); self._state_to(req, 'sent')
+        self._file(req)
+        req.state = 'sent'; self._nsent += 1
     return await self._wait_on(req, 'reply', timeout)
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply
@@ -1426,14 +1434,24 @@ def _dated(d:dict):
     # an ISO 8601 date has '-' at index 4: checking that first spares the regex for ids, names and versions
     return {k: (_date(v) if v[4:5]=='-' else v) if type(v) is str else extract_dates(v) for k,v in d.items()}
 
-_STR_KEYS = ('msg_id', 'msg_type', 'session', 'subshell_id')  # what routing reads of a header: each a str when present
+_NONE_OR_STR, _NONE_OR_DICT = {type(None), str}, {type(None), dict}
 
 def _check_parts(header, parent, metadata, content):
     "Raise `ValueError` unless a message's parts have the types routing reads: an ill-typed message is dropped, and cannot kill a router."
+    # the fast path: a handful of exact type checks (this runs for every message); anything it doubts gets the full check
+    h, p = header, parent
+    if (type(h) is dict and type(p) is dict and type(content) is dict and type(metadata) in _NONE_OR_DICT
+        and type(h.get('msg_id')) is str and type(h.get('msg_type')) is str and type(h.get('session')) in _NONE_OR_STR
+        and type(p.get('msg_id')) in _NONE_OR_STR and type(p.get('msg_type')) in _NONE_OR_STR and type(p.get('subshell_id')) in _NONE_OR_STR
+        and (h['msg_type']!='status' or type(content.get('execution_state')) is str)): return
+    _explain_parts(header, parent, metadata, content)
+
+def _explain_parts(header, parent, metadata, content):
+    "The full check, for what the fast one doubts: raise `ValueError` saying what is ill-typed (or accept a subclass of dict or str)."
     if not (isinstance(header, dict) and isinstance(parent, dict) and isinstance(content, dict) and isinstance(metadata, (dict, type(None)))):
         raise ValueError('ill-typed message: its header, parent header, metadata and content must be JSON objects')
-    for name, d in (('header', header), ('parent header', parent)):
-        for k in _STR_KEYS:
+    for name, d, keys in (('header', header, ('msg_id', 'msg_type', 'session')), ('parent header', parent, ('msg_id', 'msg_type', 'subshell_id'))):
+        for k in keys:
             if d.get(k) is not None and not isinstance(d[k], str): raise ValueError(f'ill-typed message: its {name} has a {k} that is not a str')
     if not isinstance(header.get('msg_id'), str) or not isinstance(header.get('msg_type'), str):
         raise ValueError('ill-typed message: its header lacks a str msg_id and msg_type')

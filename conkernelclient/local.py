@@ -140,7 +140,7 @@ class _Decoder:
     "What decoding needs of a `Session`, read once: its HMAC, replay guard and unpacker are traitlets, slow to reach per message."
     def __init__(self, session:Session):
         self.auth,self.seen,self.size,self.unpack = session.auth,session.digest_history,session.digest_history_size,session.unpack
-        self.parents = {}
+        self.parents,self.smalls = {},{}
 
     def parent(self, raw:bytes):
         "A fresh copy of the parent header packed in `raw`: a request's reply and statuses share it, so it is parsed once."
@@ -150,6 +150,17 @@ class _Decoder:
             if not all(type(v) in _FLAT for v in hit.values()): return hit  # nested values would be shared by the copies
             if len(self.parents) >= 1024: self.parents.clear()
             self.parents[raw] = hit
+        return dict(hit)
+
+    def small(self, raw:bytes):
+        "A fresh copy of the dict packed in `raw`; short frames (every status's content and metadata) are parsed once each."
+        if len(raw) > 64: return self.unpack(raw)
+        hit = self.smalls.get(raw)
+        if hit is None:
+            hit = self.unpack(raw)
+            if type(hit) is not dict or not all(type(v) in _FLAT for v in hit.values()): return hit
+            if len(self.smalls) >= 256: self.smalls.clear()
+            self.smalls[raw] = hit
         return dict(hit)
 
     def sign(self, parts:list):
@@ -175,7 +186,7 @@ class _Decoder:
         sig, parts, unpack = frames[i+1], frames[i+2:], self.unpack
         if self.auth is not None: self.verify(sig, parts[:4])
         if len(parts) < 4: raise TypeError('malformed message, must have at least 5 elements')
-        return _message(unpack(parts[0]), self.parent(parts[1]), unpack(parts[2]), unpack(parts[3]), [memoryview(b) for b in parts[4:]])
+        return _message(unpack(parts[0]), self.parent(parts[1]), self.small(parts[2]), self.small(parts[3]), [memoryview(b) for b in parts[4:]])
 
 # %% ../nbs/01_local.ipynb #04b70f7d
 @patch
@@ -208,7 +219,7 @@ def _wait_hb_running(hb, timeout:float=5):
     deadline = time.monotonic()+timeout
     while not _hb_running(hb) and time.monotonic() < deadline: time.sleep(0.001)
 
-# %% ../nbs/01_local.ipynb #2c809aeb
+# %% ../nbs/01_local.ipynb #939dada0
 @patch
 def _owner(self:ConKernelClient):
     "Transport: the manager that owns the kernel (it can interrupt the way the kernelspec says, and restarts it); None if attached by connection file."

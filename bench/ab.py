@@ -28,21 +28,25 @@ import statistics
 asyncio.run(main())
 '''
 
-def once(tree):
-    "One measurement in a fresh interpreter importing the package from `tree`."
-    out = subprocess.run([sys.executable, '-c', RUN], env={**os.environ, 'PYTHONPATH': tree}, capture_output=True, text=True, cwd='/tmp', timeout=180)
+METRICS = (('rate', 'req/s at 100 in flight', ',.0f'), ('cpu', 'µs client CPU per request', ',.0f'), ('lat', 'µs latency', ',.0f'))
+
+def once(tree, run=RUN):
+    "One measurement in a fresh interpreter importing the package from `tree`, running `run` (which prints a JSON line)."
+    out = subprocess.run([sys.executable, '-c', run], env={**os.environ, 'PYTHONPATH': tree}, capture_output=True, text=True, cwd='/tmp', timeout=300)
+    if out.returncode: raise RuntimeError(out.stderr[-3000:])
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res['src'].startswith(os.path.abspath(tree)), f'{tree} was not the package imported: {res["src"]}'
     return res
 
-def main(old, new, rounds):
+def main(old, new, rounds, run=RUN, metrics=METRICS):
+    "Alternate `run` in the two trees for `rounds` rounds; print each metric's medians, spreads and new/old ratio."
     trees, res = dict(old=old, new=new), dict(old=[], new=[])
     for r in range(rounds):
-        for k in (['old', 'new'] if r % 2 == 0 else ['new', 'old']): res[k].append(once(trees[k]))
-    for m, unit in (('rate', 'req/s at 100 in flight'), ('cpu', 'µs client CPU per request'), ('lat', 'µs latency')):
+        for k in (['old', 'new'] if r % 2 == 0 else ['new', 'old']): res[k].append(once(trees[k], run))
+    for m, unit, fmt in metrics:
         o, n = (statistics.median(x[m] for x in res[k]) for k in ('old', 'new'))
-        spread = lambda k: f'{min(x[m] for x in res[k]):,.0f}-{max(x[m] for x in res[k]):,.0f}'
-        print(f'{unit:<28} old {o:>8,.0f} ({spread("old")})  new {n:>8,.0f} ({spread("new")})  new/old {n/o:.3f}')
+        spread = lambda k: f'{min(x[m] for x in res[k]):{fmt}}-{max(x[m] for x in res[k]):{fmt}}'
+        print(f'{unit:<32} old {o:>8{fmt}} ({spread("old")})  new {n:>8{fmt}} ({spread("new")})  new/old {n/o:.3f}')
 
 if __name__=='__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

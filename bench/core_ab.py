@@ -5,7 +5,10 @@ interpreter per tree (alternating who goes first), files 100 requests at a time 
 record what they send, times filing and sending them, hands the router each request's reply, `busy` and `idle` status (pre-built message dicts, as a transport's
 decoder would), and awaits the replies; 20,000 requests. Prints the median client CPU per request and the new/old ratio: with the
 transport and kernel out of the picture, the noise of a loaded machine shrinks to a few percent."""
-import argparse, json, os, statistics, subprocess, sys
+import argparse, sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent))
+import ab
 
 RUN = r'''
 import asyncio, json, time
@@ -51,25 +54,8 @@ async def main(n=20000, batch=100):
 asyncio.run(main())
 '''
 
-def once(tree):
-    "One measurement in a fresh interpreter importing the package from `tree`."
-    out = subprocess.run([sys.executable, '-c', RUN], env={**os.environ, 'PYTHONPATH': tree}, capture_output=True, text=True, cwd='/tmp', timeout=300)
-    if out.returncode: raise RuntimeError(out.stderr[-3000:])
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res['src'].startswith(os.path.abspath(tree)), f'{tree} was not the package imported: {res["src"]}'
-    return res
-
-def main(old, new, rounds):
-    trees, res = dict(old=old, new=new), dict(old=[], new=[])
-    for r in range(rounds):
-        for k in (['old', 'new'] if r % 2 == 0 else ['new', 'old']): res[k].append(once(trees[k]))
-    for m, unit in (('route', 'µs CPU routing a request'), ('send', 'µs CPU filing and sending one')):
-        o, n = (statistics.median(x[m] for x in res[k]) for k in ('old', 'new'))
-        spread = lambda k: f'{min(x[m] for x in res[k]):.1f}-{max(x[m] for x in res[k]):.1f}'
-        print(f'{unit:<32} old {o:>7.1f} ({spread("old")})  new {n:>7.1f} ({spread("new")})  new/old {n/o:.3f}')
-
 if __name__=='__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('old'); p.add_argument('new'); p.add_argument('--rounds', type=int, default=10)
     a = p.parse_args()
-    main(a.old, a.new, a.rounds)
+    ab.main(a.old, a.new, a.rounds, RUN, (('route', 'µs CPU routing a request', '.1f'), ('send', 'µs CPU filing and sending one', '.1f')))

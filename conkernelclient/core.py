@@ -225,13 +225,17 @@ def _spawn(self:ConKernelClient, coro):
     self._vital.append(task)
     return task
 
+def _kept_task(coro, tasks:set): # where the task is kept while it runs
+    "Run `coro` as a task kept in `tasks` until it ends: referenced, so that it cannot be collected half-way, and found by whoever must wait for it or cancel it."
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
 @patch
 def _aside(self:ConKernelClient, coro):
     "Run `coro` as a side task: stopping the client cancels it; its own end takes nothing down."
-    task = asyncio.ensure_future(coro)
-    self._side.add(task)
-    task.add_done_callback(self._side.discard)
-    return task
+    return _kept_task(coro, self._side)
 
 @patch
 def _vital_done(self:ConKernelClient, task:asyncio.Task):
@@ -670,7 +674,7 @@ def _started(self:ConKernelClient, req:Request):
     if req.arm: self._aside(self._interrupt_request(req))
     if self._state_waiters: self._check_waiters()
 
-# %% ../nbs/00_core.ipynb #8bd4a8ca
+# %% ../nbs/00_core.ipynb #c5050e8c
 _CONTROL = frozenset({'interrupt_request', 'shutdown_request', 'debug_request', 'usage_request', 'kernel_info_request',
                       'create_subshell_request', 'delete_subshell_request', 'list_subshell_request'})  # not on a shell, or not for long
 

@@ -21,7 +21,7 @@ from traitlets import Bool, Dict, Float, Instance, Unicode, Enum, validate
 from traitlets.config import LoggingConfigurable
 
 from .core import (ChannelView, ConKernelClient, DeadKernelError, KernelRestartedError,
-                                  _check_str, _dated, _log, _message, _restart_for_clients, _ROUTES)
+                                  _check_str, _dated, _kept_task, _log, _message, _restart_for_clients, _ROUTES)
 
 # %% ../nbs/02_remote.ipynb #85d37b80
 class ServerError(OSError):
@@ -292,7 +292,7 @@ _RESOLVER = _ExitSafeResolver()
 
 # %% ../nbs/02_remote.ipynb #8ee64013
 @patch
-def _request(self:RemoteKernelManager, path:str, method:str='GET', body:dict|None=None, timeout:float|None=None):
+def _http_request(self:RemoteKernelManager, path:str, method:str='GET', body:dict|None=None, timeout:float|None=None):
     "A tornado `HTTPRequest` for `path` on the server: the token in a header, redirects not followed (the REST API never redirects)."
     headers = HTTPHeaders({'Authorization': f'token {self.token}'} if self.token else {})
     if body is not None: headers['Content-Type'] = 'application/json'
@@ -312,7 +312,7 @@ async def _call(self:RemoteKernelManager, method:str, path:str, body:dict|None=N
                 expect:type|None=None): # the JSON type the answer must be (dict, list); None: any, or nothing
     "Call the REST API: the JSON answer (None if empty), or a `ServerError` saying what went wrong."
     if method=='POST' and body is None: body = {}
-    try: resp = await self._fetch(self._request(path, method, body, timeout))
+    try: resp = await self._fetch(self._http_request(path, method, body, timeout))
     except (HTTPClientError, OSError) as e: raise _server_error(f'{method} {path}', self.url, e) from None
     return _json_answer(f'{method} {path}', self.url, resp, expect)
 
@@ -349,9 +349,7 @@ def _model_id(self:RemoteKernelManager, model:dict):
 @patch
 def _clean_up(self:RemoteKernelManager, coro):
     "Run `coro` as a clean-up task of this manager, which `shutdown_kernel` waits for."
-    task = asyncio.ensure_future(coro)
-    self._cleanups.add(task)
-    task.add_done_callback(self._cleanups.discard)
+    _kept_task(coro, self._cleanups)
 
 @patch
 async def _delete_started(self:RemoteKernelManager, post:asyncio.Future): # the POST of a start its caller abandoned
@@ -435,7 +433,7 @@ def client(self:RemoteKernelManager, **kwargs):
 async def _websocket(self:RemoteKernelManager, session_id:str, deliver, dropped, v1:bool, quickack:bool, timeout:float):
     "A `KernelWebSocket` to this kernel's channels, for session `session_id`."
     path = self._kernel_path('/channels')
-    req = self._request(f'{path}?session_id={quote(session_id)}', timeout=timeout)
+    req = self._http_request(f'{path}?session_id={quote(session_id)}', timeout=timeout)
     req.url = ('wss' if self.url.startswith('https') else 'ws') + req.url[req.url.index(':'):]
     try: return await KernelWebSocket.open(req, deliver, dropped, v1=v1, quickack=quickack)
     except (HTTPClientError, OSError) as e: raise _server_error(f'websocket {path}', self.url, e) from None

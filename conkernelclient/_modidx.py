@@ -266,6 +266,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                             'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._should_probe': ( 'core.html#conkernelclient._should_probe',
                                                                                               'conkernelclient/core.py'),
+                                      'conkernelclient.core.ConKernelClient._shutting_down': ( 'core.html#conkernelclient._shutting_down',
+                                                                                               'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._spawn': ( 'core.html#conkernelclient._spawn',
                                                                                        'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._spawn_routers': ( 'core.html#conkernelclient._spawn_routers',

@@ -585,7 +585,20 @@ def _on_iopub(self:ConKernelClient, msg:dict, inbox:_Inbox):
     req = self._requests.get(mid) or self._ghosts.get(mid)
     kept = req is not None and self._published(req, msg)
     if msg['msg_type']=='status': self._observe(msg, req)
+    elif msg['msg_type']=='shutdown_reply': self._shutting_down(msg)
     if not kept: inbox.put(msg)
+
+# %% ../nbs/00_core.ipynb #f789f73c
+@patch
+def _shutting_down(self:ConKernelClient, msg:dict):
+    "The kernel broadcast its `shutdown_reply`: it answers nothing more, so what is pending fails now, not at its timeout."
+    p, restart = msg['parent_header'], msg['content'].get('restart') is True
+    who = 'this client' if p.get('session')==self._session_id else 'someone else (another client, or a server)'
+    exc = (KernelRestartedError if restart else DeadKernelError)(f'the kernel is {"restarting" if restart else "shutting down"}: {who} asked it to')
+    for req in self._all_requests():
+        if req.msg_id!=p.get('msg_id'): self._end(req, copy.copy(exc))  # the shutdown request itself is answered on control
+    self._running.clear()  # it will report nothing more as running
+    if self._state_waiters: self._check_waiters()
 
 @patch
 def _on_stdin(self:ConKernelClient, msg:dict, inbox:_Inbox):

@@ -2,7 +2,7 @@
 import asyncio, random, time
 from pathlib import Path
 import pytest
-from conkernelclient import NoReplyError, RequestCancelledError, RequestTimeoutError
+from conkernelclient import ConKernelManager, DeadKernelError, NoReplyError, RequestCancelledError, RequestTimeoutError
 from conftest import kernel, run, settled
 from servers import remote_kernel
 
@@ -100,6 +100,23 @@ def test_the_kernels_state_shows_running_waiting_and_foreign_requests(open_kerne
             assert st.idle and theirs.done() and st.last_idle >= st.last_busy
     run(main())
 
+def test_a_shutdown_another_client_asks_for_fails_what_is_pending_at_once(open_kernel):
+    "The kernel broadcasts its shutdown_reply, then takes seconds to exit (the running cell ends first): pending requests fail at the broadcast."
+    async def main():
+        async with open_kernel(2) as (km, kc, other):
+            await kc.execute('import time', reply=True, timeout=30)
+            running, queued = kc.execute('time.sleep(5)', reply=True, timeout=30), kc.execute('1', reply=True, timeout=30)
+            await kc.wait_state(lambda s: None in s.running, timeout=10)
+            t = time.monotonic()
+            assert (await other.shutdown(reply=True, timeout=10))['content']['status'] == 'ok'
+            for f in (running, queued):
+                with pytest.raises(DeadKernelError, match=r'shutting down: someone else \(another client, or a server\) asked it to'): await asyncio.wait_for(f, 10)
+            took = time.monotonic()-t
+            alive = await km.is_alive()  # the kernel is still in its 5 s cell: no watch, heartbeat or REST check could have told
+            print(f'\npending requests failed {took:.2f} s after another client asked for a shutdown; kernel still alive: {alive}')
+            assert not kc.kernel_state.running and settled(kc) and (alive or not isinstance(km, ConKernelManager))
+    run(main())
+
 def test_timing_three_sleeps_on_one_shell(open_kernel):
     async def main():
         async with open_kernel() as (km, kc):
@@ -129,16 +146,22 @@ def test_subshell_requests_are_never_interrupted_and_the_main_shell_is_left_alon
             await kc.delete_subshell(sid)
     run(main())
 
-def test_200_random_cancels_never_interrupt_another_clients_request():
-    "A second client runs one request after another; ours are cancelled at random, queued or running: none of theirs is ever interrupted."
+RACE = 0.05  # seconds: how late a signal may land, past the moment we sent it, on a loaded 2-core machine
+
+def test_200_random_cancels_interrupt_another_clients_request_only_in_the_protocols_race():
+    """A second client runs one request after another; ours are cancelled at random, queued or running. The protocol's interrupt
+    names no request, so one case is beyond any client: the kernel ends ours and starts theirs in the instant between our last news
+    and the signal's arrival. Every request of theirs that was hit must be that case, and it must be rare."""
     rnd = random.Random(7)
     async def main():
         async with kernel(2) as (km, kc, other):
-            stop, foreign = asyncio.Event(), []
+            stop, foreign, sent = asyncio.Event(), [], []  # sent: (wall time the interrupt went, our request it was for)
             async def theirs():
                 while not stop.is_set():
-                    r = await other.execute(f'import time; time.sleep({rnd.choice([0.01, 0.05, 0.1])})', reply=True, timeout=60, stop_on_error=False)
-                    foreign.append(r['content'])
+                    h = other.submit(f'import time; time.sleep({rnd.choice([0.01, 0.05, 0.1])})', stop_on_error=False)
+                    try: r = await h.wait(60); hit = r.reply['content'].get('ename') == 'KeyboardInterrupt'
+                    except NoReplyError: hit = True  # the signal landed while the kernel dispatched it: ipykernel drops its reply
+                    foreign.append((h, hit))
             bg = asyncio.ensure_future(theirs())
             cancels = outcomes = 0
             while cancels < 200:
@@ -146,12 +169,21 @@ def test_200_random_cancels_never_interrupt_another_clients_request():
                 await asyncio.sleep(rnd.choice([0, 0.005, 0.02, 0.05, 0.15]))
                 for h in hs:
                     cancels += 1
-                    if await h.cancel(): outcomes += 1
+                    running = h.state == 'running'
+                    if await h.cancel():
+                        outcomes += 1
+                        if running: sent.append((time.time(), h))
                 for h in hs:
                     try: await h.wait(60)
                     except (RequestCancelledError, NoReplyError): pass
             stop.set(); await asyncio.wait_for(bg, 60)
-            interrupted = [c for c in foreign if c.get('ename') == 'KeyboardInterrupt']
-            print(f'\n{cancels} cancels ({outcomes} took effect), {len(foreign)} foreign requests, {len(interrupted)} of them interrupted')
-            assert cancels >= 200 and outcomes > 50 and len(foreign) > 50 and not interrupted
+            def race(theirs_h):  # the kernel ended one of ours that we were interrupting, then started theirs, before our signal landed
+                busy = theirs_h.timing['iopub.status.busy'].timestamp()
+                return any(ours.timing.get('iopub.status.idle') and ours.timing['iopub.status.idle'].timestamp() <= busy <= t+RACE for t, ours in sent)
+            hits = [h for h, hit in foreign if hit]
+            print(f'\n{cancels} cancels ({outcomes} took effect, {len(sent)} interrupts), {len(foreign)} foreign requests, '
+                  f'{len(hits)} of them hit, every one in the race')
+            assert cancels >= 200 and outcomes > 50 and len(sent) > 20 and len(foreign) > 50
+            assert all(race(h) for h in hits), [h.timing for h in hits if not race(h)]
+            assert len(hits) <= max(2, len(sent)//20)  # the race is an instant at the end of a request, not a habit
     run(main(), timeout=170)

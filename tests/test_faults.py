@@ -195,9 +195,11 @@ def fd_targets():
 class Made:
     "What code run since this was made left open: file descriptors, threads and tasks that did not exist before."
     def __init__(self): self.fds, self.threads, self.tasks = fd_targets(), set(threading.enumerate()), asyncio.all_tasks()
-    def left(self):
-        "What is still open of what appeared since `__init__` (after a garbage collection)."
+    def left(self, settle:float=2):
+        "What is still open of what appeared since `__init__` (after a garbage collection, and `settle` seconds for zmq to close)."
         gc.collect()
+        deadline = time.monotonic()+settle
+        while fd_targets()-self.fds and time.monotonic() < deadline: time.sleep(0.01)  # zmq's I/O thread closes TCP connections after `close()` returns
         return dict(fds=sorted(fd_targets()-self.fds), threads=[t.name for t in set(threading.enumerate())-self.threads],
                     tasks=[t.get_name() for t in asyncio.all_tasks()-self.tasks])
 

@@ -256,6 +256,7 @@ class KernelClientMachine(RuleBasedStateMachine):
 
     def teardown(self):
         try:
+            if self.kc is None or self.kc._state=='closed': return  # a fault step failed half-way (and is what gets reported): only clean up
             deadline = self.now()+30
             while any(s.ended is None and s.handle is None for s in self.sent) and self.now() < deadline: self.step(0.05)
             assert all(s.ended is not None for s in self.sent if s.handle is None), [s.kind for s in self.sent if s.ended is None]

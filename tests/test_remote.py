@@ -71,6 +71,7 @@ def test_kernel_deleted_by_another_client_fails_pending_within_rest_interval(ser
                 checks.append(time.monotonic())
                 return await ask(timeout)
             km.is_alive = is_alive
+            kc._shutting_down = lambda msg: None  # the kernel's own shutdown broadcast would tell first: this test is of the REST check
             pending = kc.execute('import time; time.sleep(60)', reply=True, timeout=120)  # pending: the REST check runs at once, then every rest_interval
             for _ in range(1000):
                 if len(checks) >= 4: break
@@ -100,6 +101,7 @@ def test_server_stopped_fails_pending_after_the_reconnect_window(tmp_path):
     proc, url, token = jupyter_server(tmp_path)
     async def main():
         async with remote_kernel(url, token, reconnect_timeout=1) as (km, kc):
+            kc._shutting_down = lambda msg: None  # a stopping server shuts its kernels down, which say so first: this test is of the reconnection
             pending = await running_requests(kc, 10)
             t0 = time.monotonic()
             stop(proc)

@@ -225,9 +225,10 @@ def _spawn(self:ConKernelClient, coro):
     self._vital.append(task)
     return task
 
-def _kept_task(coro, tasks:set): # where the task is kept while it runs
+def _kept_task(coro, tasks:set, # where the task is kept while it runs
+               loop:asyncio.AbstractEventLoop|None=None): # the loop to run it on; None: the running one
     "Run `coro` as a task kept in `tasks` until it ends: referenced, so that it cannot be collected half-way, and found by whoever must wait for it or cancel it."
-    task = asyncio.ensure_future(coro)
+    task = asyncio.ensure_future(coro, loop=loop)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
@@ -235,13 +236,15 @@ def _kept_task(coro, tasks:set): # where the task is kept while it runs
 @patch
 def _aside(self:ConKernelClient, coro):
     "Run `coro` as a side task: stopping the client cancels it; its own end takes nothing down."
-    return _kept_task(coro, self._side)
+    return _kept_task(coro, self._side, self._loop)  # on the client's loop: sync code between its runs (a cancel, a stop) sets side tasks off too
 
 @patch
 def _vital_done(self:ConKernelClient, task:asyncio.Task):
     "A vital task that ends by itself, other than by our cancel, kills the client."
     if task.cancelled(): return
-    if self._state=='closed': return task.exception()  # its end came after the client's: retrieved, and nothing more to say
+    if self._state=='closed':  # its end came after the client's: retrieved, and nothing more to say
+        if self._janitor: self._janitor_done()  # a janitor whose connection or watch ended can end no input() any more
+        return task.exception()
     exc = task.exception() or RuntimeError('a background task returned')
     # a lost kernel, or a refusal the transport names (a server's `OSError`), is said as it is; anything else is a broken client
     self._close(exc if isinstance(exc, (DeadKernelError, OSError)) else DeadKernelError(f'the client stopped working: {exc!r}'))

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 from fastcore.basics import patch
 from jupyter_client.session import Session
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import SimpleAsyncHTTPClient, _HTTPConnection
 from tornado.httputil import HTTPHeaders
 from tornado.netutil import Resolver
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketError
@@ -21,7 +22,7 @@ from traitlets import Bool, Dict, Float, Instance, Unicode, Enum, validate
 from traitlets.config import LoggingConfigurable
 
 from .core import (ChannelView, ConKernelClient, DeadKernelError, KernelRestartedError,
-                                  _check_str, _dated, _kept_task, _log, _message, _restart_for_clients, _ROUTES)
+                                  _check_str, _dated, _kept_task, _log, _message, _release_janitors, _restart_for_clients, _ROUTES)
 
 # %% ../nbs/02_remote.ipynb #85d37b80
 class ServerError(OSError):
@@ -243,6 +244,7 @@ class RemoteKernelManager(LoggingConfigurable):
     request_timeout = Float(60, help="Seconds a REST call may take (and a shutdown, retries included)")
     restarting = Bool(False, help="True while `restart_kernel` runs")
     _clients = Instance(weakref.WeakSet, ())
+    _janitors = Instance(set, ())  # stopped clients still ending late input() calls of their requests
     _cleanups = Instance(set, ())  # tasks deleting kernels that cancelled starts made
 
     def __init__(self, url:str, # The server's base URL
@@ -300,11 +302,31 @@ def _http_request(self:RemoteKernelManager, path:str, method:str='GET', body:dic
     return HTTPRequest(self.url+path, method=method, headers=headers, body=None if body is None else json.dumps(body), follow_redirects=False,
                        validate_cert=self.validate_cert, connect_timeout=timeout, request_timeout=timeout)
 
+class _OwnedHTTPClient(SimpleAsyncHTTPClient):
+    "Tornado's HTTP client, keeping its connections: `abort` closes the ones still running (`close` alone lets them run to their timeout)."
+    def initialize(self, **kwargs):
+        super().initialize(**kwargs)
+        self.conns = []
+    def _connection_class(self):
+        conns = self.conns
+        class _Conn(_HTTPConnection):
+            def __init__(self, *args, **kwargs):
+                conns.append(self)
+                super().__init__(*args, **kwargs)
+        return _Conn
+    def abort(self):
+        for conn in self.conns: conn._on_timeout('(abandoned by its caller)')  # tornado's one way to end a request at any stage: it closes the socket
+
 @patch
 async def _fetch(self:RemoteKernelManager, request:HTTPRequest):
-    "Send `request` through an HTTP client of its own, whose host lookups work at interpreter exit too."
-    http = AsyncHTTPClient(force_instance=True, resolver=_RESOLVER)
-    try: return await http.fetch(request)
+    "Send `request` through an HTTP client of its own, whose host lookups work at interpreter exit too; cancelled, it closes its connection."
+    http = _OwnedHTTPClient(force_instance=True, resolver=_RESOLVER)
+    fetch = http.fetch(request)
+    try: return await asyncio.shield(fetch)  # not cancelled itself: tornado would log the abort's error as one after a cancel
+    except asyncio.CancelledError:
+        http.abort()
+        fetch.add_done_callback(lambda f: f.exception())  # the abort's own error, retrieved
+        raise
     finally: http.close()
 
 @patch
@@ -395,6 +417,7 @@ async def shutdown_kernel(self:RemoteKernelManager, now:bool=False, restart:bool
     if restart: return await self.restart_kernel()
     await self._cleaned_up()
     if not self.kernel_id: return  # nothing started (a cancelled start's kernel is gone already)
+    _release_janitors(self)
     await self._delete(self.kernel_id)  # if the server refuses, the clients carry on
     for kc in list(self._clients): kc._close(DeadKernelError(f'the kernel {self.kernel_id} was shut down (shutdown_kernel)'))
 
@@ -584,12 +607,13 @@ def _listening(port:int):
 def start_local_server(root:str|Path, # Directory the server serves, and keeps its runtime files and config in
                        token:str, # The token clients must present
                        *args:str, # Extra `jupyter server` options, e.g. '--ServerApp.iopub_msg_rate_limit=50' (a certfile makes it https)
-                       timeout:float=60):
-    "Start `jupyter server` on 127.0.0.1 and a free port; returns `(process, url)` once it listens."
+                       timeout:float=60,
+                       port:int=0): # The port to listen on (a restarted server keeps its URL); 0 picks a free one
+    "Start `jupyter server` on 127.0.0.1 and `port` (a free one by default); returns `(process, url)` once it listens."
     root = Path(root); rt = root/'runtime'; rt.mkdir(parents=True, exist_ok=True)
     # its runtime files and its (empty) user config are its own: nothing on a shared machine changes how it behaves
     env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(rt), 'JUPYTER_CONFIG_DIR': str(root/'config'), 'JUPYTER_TOKEN': token}
-    cmd = [sys.executable, '-m', 'jupyter_server', '--ServerApp.ip=127.0.0.1', '--ServerApp.port=0', f'--ServerApp.root_dir={root}',
+    cmd = [sys.executable, '-m', 'jupyter_server', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={int(port)}', f'--ServerApp.root_dir={root}',
            '--ServerApp.open_browser=False', '--ServerApp.port_retries=0', '--ServerApp.allow_root=True', *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root/'server.log', 'wb'))
     deadline = time.monotonic()+timeout

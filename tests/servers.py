@@ -1,5 +1,5 @@
 "Real servers for the remote tests: Jupyter Servers with random tokens and private roots, and Enterprise Gateway in a venv of its own."
-import asyncio, contextlib, os, secrets, shutil, socket, subprocess, sys, time, urllib.error, urllib.request
+import asyncio, contextlib, os, secrets, shutil, socket, subprocess, sys, threading, time, urllib.error, urllib.request
 from urllib.parse import urlsplit
 import psutil, pytest
 from pathlib import Path
@@ -115,3 +115,76 @@ async def until(pred, timeout:float=10, every:float=0.01):
     async def poll():
         while not ((r := pred()) if not asyncio.iscoroutinefunction(pred) else await pred()): await asyncio.sleep(every)
     await asyncio.wait_for(poll(), timeout)
+
+class Proxy:
+    "A TCP proxy on 127.0.0.1 to `port`, on a thread of its own: what a real proxy in front of a server does, and `delay_next` makes the next connection slow to open (a slow upgrade)."
+    def __init__(self, port:int):
+        self.target,self.delays,self.pipes,self.held = port,[],set(),0  # held: connections waiting out a delay now
+        self.loop, ready = asyncio.new_event_loop(), threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(ready,), name='test-proxy', daemon=True)
+        self.thread.start()
+        if not ready.wait(10): raise RuntimeError('the proxy did not start')
+        self.url = f'http://127.0.0.1:{self.port}'
+
+    def _serve(self, ready):
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._pipe, '127.0.0.1', 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+
+    async def _pipe(self, r, w):
+        "Hold the connection for the next delay, if any; then copy both ways until either side closes, and close both."
+        self.pipes.add(w)
+        try:
+            await self._forward(r, w)
+        except asyncio.CancelledError: pass  # the proxy closes: a task that ends cancelled would upset asyncio's own callback
+        finally:
+            w.close()
+            self.pipes.discard(w)
+
+    async def _forward(self, r, w):
+        if self.delays:
+            self.held += 1
+            try: await asyncio.sleep(self.delays.pop(0))
+            finally: self.held -= 1
+        try: ur, uw = await asyncio.open_connection('127.0.0.1', self.target)
+        except OSError: return
+        async def copy(src, dst):
+            try:
+                while data := await src.read(65536): dst.write(data); await dst.drain()
+            except OSError: pass
+            finally: dst.close()
+        try: await asyncio.gather(copy(r, uw), copy(ur, w))
+        finally: uw.close()
+
+    def delay_next(self, seconds:float):
+        "Make the next connection wait `seconds` before the proxy connects it through."
+        self.loop.call_soon_threadsafe(self.delays.append, seconds)
+
+    def close(self):
+        "Stop the proxy and close every connection through it."
+        async def shut():
+            self.server.close()
+            for w in list(self.pipes): w.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks: t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(shut(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+class RestartableServer:
+    "A Jupyter Server that can be restarted on the same port (its kernels go down with it), for as long as the test lasts."
+    def __init__(self, root):
+        self.root = root
+        self.proc, self.url, self.token = jupyter_server(root)
+        self.port = urlsplit(self.url).port
+
+    def restart(self):
+        "Stop the server, and start a new one on the same port, with the same token."
+        stop(self.proc)
+        self.proc, url = start_local_server(self.root, self.token, port=self.port)
+        assert url == self.url, (url, self.url)
+
+    def stop(self): stop(self.proc)

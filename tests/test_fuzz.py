@@ -10,7 +10,7 @@ from conkernelclient import (ClientClosedError, ConKernelManager, DeadKernelErro
                              NoReplyError, RemoteKernelManager, RequestCancelledError, RequestTimeoutError, Result, ServerError)
 from conkernelclient.tinykernel import tiny_manager
 from conftest import open_fds, pending, settled
-from servers import sockets_to
+from servers import Proxy, RestartableServer, sockets_to
 
 WATCH = 0.2  # the client's `watch_interval`
 SLACK = 5*WATCH  # seconds a request may end past its own timeout, or past a fault, on a loaded 2-core machine
@@ -118,6 +118,7 @@ class KernelClientMachine(RuleBasedStateMachine):
             s.cancelled_by_us = True
             s.task.cancel()
         self.step(0)
+        if live and s.kind == 'detach' and pending(self.kc, s.mid): s.handle = self.kc.request(s.mid)  # a cancel detaches it too: it goes on, as a handle
 
     @rule(i=st.integers(0, 20))
     def cancel_handle(self, i):
@@ -217,7 +218,7 @@ class KernelClientMachine(RuleBasedStateMachine):
         for s in self.sent:
             if s.bounded: assert (s.ended or now) - s.t0 <= s.timeout + SLACK, f'{s.kind} {s.mid} overran its {s.timeout} s'
         self.check_outcomes()
-        if all(s.ended is not None for s in self.sent): assert settled(self.kc), (self.kc._requests, self.kc._held)
+        if all(s.ended is not None and (s.handle is None or s.handle.done()) for s in self.sent): assert settled(self.kc), (self.kc._requests, self.kc._held)
 
     @invariant()
     def a_request_cancelled_while_held_never_runs(self):
@@ -321,8 +322,9 @@ class TinyMachine(KernelClientMachine):
 class WsMachine(KernelClientMachine):
     "ipykernel on a Jupyter Server, through the websocket, with the transport's own faults among the steps."
     dialect, url, token = staticmethod(ipy_code), None, None
-    faults = ('stop_client', 'restart', 'sigkill', 'drop_connection', 'stop_while_reconnecting', 'deleted_by_another', 'restarted_by_another')
-    kpid = None
+    faults = ('stop_client', 'restart', 'sigkill', 'drop_connection', 'stop_while_reconnecting', 'deleted_by_another', 'restarted_by_another',
+              'server_restarted', 'slow_upgrade', 'stop_while_upgrading')
+    kpid = server = proxy = None  # the server (restartable) and the proxy in front of it: the client talks to the proxy
     def manager(self): return RemoteKernelManager(self.url, token=self.token)
     def pid(self): return self.kpid
     def death_bound(self): return 12  # the server's restarter notices a dead kernel within its own interval (jupyter_server's default 3 s, twice)
@@ -389,6 +391,32 @@ class WsMachine(KernelClientMachine):
 
     def rest_ports(self): return set()
 
+    def server_restarted(self):
+        "The server restarts on the same port, and its kernels go down with it: pending requests fail with DeadKernelError; a new kernel is started."
+        self.run(asyncio.to_thread(self.server.restart), timeout=120)  # the loop runs meanwhile: the client hears what it can, as it would
+        t = self.now()+1  # the news may come only now: from the new server, on the next reconnection attempt (backing off to 1 s)
+        while any(s.ended is None for s in self.sent) and self.now() < t+SLACK+self.kc.reconnect_timeout: self.step(0.05)
+        self.expect_all_ended(DeadKernelError, t)
+        self.run(self.close_all())
+        self.run(self.start_kernel())
+
+    def slow_upgrade(self):
+        "The connection drops, and the next one takes a second to open (a slow proxy or server): the client reconnects with its session; nothing is lost."
+        self.proxy.delay_next(1.0)
+        self.drop_connection()
+
+    def stop_while_upgrading(self):
+        "A client stopped while its reconnection waits on a slow upgrade leaves no connection behind, on the proxy or the server."
+        self.proxy.delay_next(2.0)
+        if (ws := self.kc._ws) is not None: ws.conn.protocol.stream.close()
+        self.step(0.3)  # the reconnection now waits in the proxy
+        t = self.now()
+        self.kc.stop_channels()
+        self.step(0.05)
+        self.expect_all_ended(ClientClosedError, t)
+        self.run(self.until_no_connection())
+        self.run(self.start_client())
+
     def deleted_by_another(self):
         "Someone else deletes the kernel: pending requests fail with DeadKernelError within a few REST checks; a new kernel is started."
         t = self.now()
@@ -409,8 +437,10 @@ class WsMachine(KernelClientMachine):
         self.run(self.settle_after_restart())
 
     def check_resources(self):
+        deadline = time.monotonic()+10
+        while self.proxy.pipes and time.monotonic() < deadline: time.sleep(0.05)  # a connection held by a slow upgrade closes once let through
         assert threading.active_count() <= self.threads, (self.threads, threading.active_count())
-        assert not sockets_to(self.url), sockets_to(self.url)  # no connection of ours is left on the server
+        assert not self.proxy.pipes and not sockets_to(self.url) and not sockets_to(self.server.url), (sockets_to(self.url), sockets_to(self.server.url))  # no connection of ours is left, on the proxy or the server
 
 def fuzz_settings(examples:int):
     return settings(max_examples=max(examples, 1), stateful_step_count=int(os.environ.get('FUZZ_STEPS', 12)), deadline=None,
@@ -437,6 +467,10 @@ def test_ipykernel(): run_state_machine_as_test(IPyMachine, settings=fuzz_settin
 
 @TIMEOUT
 @pytest.mark.skipif(not int(os.environ.get('FUZZ_WS', 5)), reason='FUZZ_WS=0')
-def test_websocket(server):
-    WsMachine.url, WsMachine.token = server
-    run_state_machine_as_test(WsMachine, settings=fuzz_settings(int(os.environ.get('FUZZ_WS', 5))))
+def test_websocket(tmp_path_factory):
+    "ipykernel on a Jupyter Server of this test's own (it restarts it), behind a proxy (which can make upgrades slow)."
+    WsMachine.server = srv = RestartableServer(tmp_path_factory.mktemp('fuzz-server'))
+    WsMachine.proxy = proxy = Proxy(srv.port)
+    WsMachine.url, WsMachine.token = proxy.url, srv.token
+    try: run_state_machine_as_test(WsMachine, settings=fuzz_settings(int(os.environ.get('FUZZ_WS', 5))))
+    finally: proxy.close(); srv.stop()

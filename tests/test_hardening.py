@@ -2,7 +2,7 @@
 import asyncio, time
 import pytest
 from jupyter_client.session import Session
-from conkernelclient import ConKernelClient, KernelRestartedError, RequestTimeoutError
+from conkernelclient import ConKernelClient, ConKernelManager, KernelRestartedError, RequestTimeoutError
 from conkernelclient.core import _janitors
 from conkernelclient.tinykernel import tiny_manager
 from conftest import kernel, run, settled
@@ -119,3 +119,25 @@ def test_18_interrupts_during_a_restart_are_refused_and_the_new_kernel_lives():
             other = await asyncio.wait_for(km.client().start_channels(), 30)
             await other.astop_channels()
     run(main())
+
+def test_a_cancel_between_the_loops_runs_sets_off_its_interrupt_on_the_clients_loop():
+    "Sync code between the loop's runs (nbclient's way of driving it) cancels a wait: the interrupt that cancel sets off runs on the client's own loop."
+    loop = asyncio.new_event_loop()
+    km = ConKernelManager()
+    def go(coro, timeout=30): return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    go(km.start_kernel(), 60)
+    try:
+        async def start(): return await km.client().start_channels()
+        kc = go(start(), 60)
+        async def send(): return kc.execute('import time; time.sleep(30)', reply=True, on_timeout='interrupt')
+        wait = go(send())
+        go(kc.wait_state(lambda s: None in s.running, timeout=10))
+        wait.cancel()  # outside the loop: what it sets off must not land on some other loop, where it would never run
+        assert kc._side and all(t.get_loop() is loop for t in kc._side)
+        t = time.monotonic()
+        assert go(kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'  # the sleep was interrupted
+        print(f'\na wait cancelled between the loop\'s runs: the next request was answered {time.monotonic()-t:.2f} s later')
+        go(kc.astop_channels())
+    finally:
+        go(km.shutdown_kernel(now=True))
+        loop.close()

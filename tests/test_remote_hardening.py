@@ -1,14 +1,16 @@
 "Regressions of the remote transport's adversarial review: hostile frames and answers, connections left behind, secrets in URLs, clean-up."
 import asyncio, contextlib, json, logging, os, re, signal, statistics, subprocess, sys, time, uuid
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 import pytest
 from jupyter_client.session import Session
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler
 from conkernelclient import ClientClosedError, DeadKernelError, KernelRestartedError, StartTimeoutError
+from conkernelclient import remote
 from conkernelclient.remote import V1, RemoteKernelManager, ServerError, v1_frame, v1_parts
 from conftest import run, settled
-from servers import fake_server, jupyter_server, remote_kernel, sockets_to, stop, until, until_no_sockets
+from servers import Proxy as TCPProxy, fake_server, jupyter_server, remote_kernel, sockets_to, stop, until, until_no_sockets
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -338,4 +340,49 @@ def test_quick_acks_are_on_by_default_and_cut_the_round_trip_by_the_delayed_ack_
                 # Load slows both alike, so the gap is what binds; the ratio says it is the larger part of the round trip.
                 assert slow-fast > DELACK_MIN/2 and slow > 2*fast, (fast, slow)
             finally: await nagle.astop_channels()
+    run(main())
+
+HOLD = 3  # seconds the proxy holds the connection of a REST check before letting it through
+
+def test_a_stop_closes_the_connection_of_a_rest_check_still_in_flight(server):
+    "A REST check in flight when the client stops is aborted with it, not left open until the server answers (here a proxy holds it)."
+    url, token = server
+    proxy = TCPProxy(urlsplit(url).port)
+    async def main():
+        km = RemoteKernelManager(proxy.url, token=token)
+        await km.start_kernel()
+        try:
+            kc = km.client(); kc.rest_interval = 0.2
+            await kc.start_channels()
+            pending = kc.execute('import time; time.sleep(30)', reply=True, timeout=60)  # pending: the REST checks run
+            proxy.delay_next(HOLD)
+            await until(lambda: proxy.held, 10)  # the next check waits in the proxy
+            t = time.monotonic()
+            await kc.astop_channels()
+            await until(lambda: not sockets_to(proxy.url), HOLD)
+            took = time.monotonic()-t
+            print(f'\na REST check held by a slow server: its connection closed {took:.2f} s after the stop (held for {HOLD} s)')
+            assert took < HOLD/4 and proxy.held  # closed by the stop, while the proxy still held it
+            with pytest.raises(ClientClosedError): await pending
+        finally: await km.shutdown_kernel()
+    try: run(main())
+    finally: proxy.close()
+
+@pytest.mark.parametrize('told_by', ['manager', 'kernel'])
+def test_a_stopped_clients_janitor_ends_with_the_kernel(server, monkeypatch, told_by):
+    "A stopped client whose request may still ask for input keeps its routers (the janitor) only while the kernel lives: a shutdown ends them, told by the manager or by the kernel's own broadcast, each on its own."
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            if told_by == 'kernel': monkeypatch.setattr(remote, '_release_janitors', lambda km: None)
+            else: kc._shutting_down = lambda msg: None
+            pending = kc.execute('import time; time.sleep(2); input("?")', allow_stdin=True, reply=True, timeout=30)
+            await kc.wait_state(lambda s: None in s.running, timeout=10)
+            await kc.astop_channels()
+            with pytest.raises(ClientClosedError): await pending
+            assert kc._janitor and kc in km._janitors  # its request may still ask
+            await km.shutdown_kernel()
+            assert not kc._janitor and kc not in km._janitors
+            await asyncio.wait(kc._vital, timeout=5)
+            assert all(t.done() for t in kc._vital)
     run(main())

@@ -276,6 +276,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                    'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._started': ( 'core.html#conkernelclient._started',
                                                                                          'conkernelclient/core.py'),
+                                      'conkernelclient.core.ConKernelClient._state_to': ( 'core.html#conkernelclient._state_to',
+                                                                                          'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._stop': ( 'core.html#conkernelclient._stop',
                                                                                       'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._transport_ready': ( 'core.html#conkernelclient._transport_ready',

@@ -401,9 +401,16 @@ def _send_now(self:ConKernelClient, req:Request, now:float): # the time it is se
     "Send a filed request now: it occupies its shell, and its send time is noted."
     msg, req.msg = req.msg, None
     getattr(self, f'{req.channel}_channel').send(msg)
-    req.sent_at,req.state = now,'sent'
-    self._nsent += 1
+    req.sent_at = now
+    self._state_to(req, 'sent')
     if req.channel=='shell': self._occupy(req)
+
+@patch
+def _state_to(self:ConKernelClient, req:Request, state:str):
+    "Move `req` to `state`: the one place a request's state changes, so the count of those sent and not yet started stays true."
+    if req.state=='sent': self._nsent -= 1
+    if state=='sent': self._nsent += 1
+    req.state = state
 
 # %% ../nbs/00_core.ipynb #1e9d2a4c
 @patch
@@ -598,8 +605,7 @@ def _shutting_down(self:ConKernelClient, msg:dict):
     p, restart = msg['parent_header'], msg['content'].get('restart') is True
     who = 'this client' if p.get('session')==self._session_id else 'someone else (another client, or a server)'
     exc = (KernelRestartedError if restart else DeadKernelError)(f'the kernel is {"restarting" if restart else "shutting down"}: {who} asked it to')
-    for req in self._all_requests():
-        if req.msg_id!=p.get('msg_id'): self._end(req, copy.copy(exc))  # the shutdown request itself is answered on control
+    self._fail_pending(exc, but=p.get('msg_id'))  # the shutdown request itself is answered on control
     self._running.clear()  # it will report nothing more as running
     if self._state_waiters: self._check_waiters()
 
@@ -630,8 +636,7 @@ def _wake(req:Request):
 def _replied(self:ConKernelClient, req:Request, msg:dict):
     "Record `req`'s reply: a reply-waiter has what it wants now; the request ends once its idle status has come too."
     req.reply = msg
-    if req.state=='sent': self._nsent -= 1
-    req.state = 'replied'
+    self._state_to(req, 'replied')
     if req.may_ask: self._no_more_input(req)
     if req.occupies: self._vacate(req)
     if req.log is not None: req.log.append(msg)
@@ -685,8 +690,7 @@ def _unreplied(self:ConKernelClient):
 def _started(self:ConKernelClient, req:Request):
     "The kernel has started `req`: if it was armed by a cancel or timeout while still queued, interrupt it now."
     if req.state!='sent': return
-    self._nsent -= 1
-    req.state = 'running'
+    self._state_to(req, 'running')
     if req.arm: self._aside(self._interrupt_request(req))
     if self._state_waiters: self._check_waiters()
 
@@ -744,8 +748,7 @@ def _end(self:ConKernelClient, req:Request, exc:BaseException|None=None):
     "End `req`, the one way a request ends: with its result, or failed with `exc`; its waiter, readers and registry entries go with it."
     if req.state in _ENDED: return
     self._unfile(req)
-    if req.state=='sent': self._nsent -= 1
-    req.state = 'done' if exc is None else 'cancelled' if isinstance(exc, RequestCancelledError) else 'failed'
+    self._state_to(req, 'done' if exc is None else 'cancelled' if isinstance(exc, RequestCancelledError) else 'failed')
     req.error = exc
     if (w := req.waiter) is not None:
         req.waiter = None
@@ -1092,9 +1095,11 @@ def _all_requests(self:ConKernelClient):
     return sorted([*(r for q in self._held.values() for r in q), *self._requests.values(), *self._ghosts.values()], key=lambda r: r.seq)
 
 @patch
-def _fail_pending(self:ConKernelClient, exc:BaseException, keep_input:bool=False): # keep what may still ask for input, for the janitor
-    "Fail every pending request with a copy of `exc`."
+def _fail_pending(self:ConKernelClient, exc:BaseException, keep_input:bool=False, # keep what may still ask for input, for the janitor
+                  but:str|None=None): # the msg_id of a request to leave pending
+    "Fail every pending request (but one, if asked) with a copy of `exc`."
     for req in self._all_requests():
+        if req.msg_id==but: continue
         if keep_input and req.may_ask and req.state!='queued': self._orphan(req, copy.copy(exc))
         else: self._end(req, copy.copy(exc))
     self._asking.clear()
@@ -1363,7 +1368,7 @@ async def _async_recv_reply(self:ConKernelClient, msg_id:str, timeout:float|None
     else:  # sent by other means: a record that waits for its reply
         req = Request(self, self.session.msg('unknown', {}, header=dict(self.session.msg_header('unknown'), msg_id=msg_id)), channel, next(self._filed), False)
         self._file(req)
-        req.state = 'sent'; self._nsent += 1
+        self._state_to(req, 'sent')
     return await self._wait_on(req, 'reply', timeout)
 
 ConKernelClient._recv_reply = ConKernelClient._async_recv_reply

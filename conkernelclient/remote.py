@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from fastcore.basics import patch
 from jupyter_client.session import Session
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import SimpleAsyncHTTPClient, _HTTPConnection
 from tornado.httputil import HTTPHeaders
 from tornado.netutil import Resolver

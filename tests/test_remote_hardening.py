@@ -363,7 +363,7 @@ def test_a_stop_closes_the_connection_of_a_rest_check_still_in_flight(server):
             took = time.monotonic()-t
             print(f'\na REST check held by a slow server: its connection closed {took:.2f} s after the stop (held for {HOLD} s)')
             assert took < HOLD/4 and proxy.held  # closed by the stop, while the proxy still held it
-            with pytest.raises(ClientClosedError): await pending
+            with pytest.raises(ClientClosedError): await asyncio.wait_for(pending, 5)
         finally: await km.shutdown_kernel()
     try: run(main())
     finally: proxy.close()
@@ -379,7 +379,7 @@ def test_a_stopped_clients_janitor_ends_with_the_kernel(server, monkeypatch, tol
             pending = kc.execute('import time; time.sleep(2); input("?")', allow_stdin=True, reply=True, timeout=30)
             await kc.wait_state(lambda s: None in s.running, timeout=10)
             await kc.astop_channels()
-            with pytest.raises(ClientClosedError): await pending
+            with pytest.raises(ClientClosedError): await asyncio.wait_for(pending, 5)
             assert kc._janitor and kc in km._janitors  # its request may still ask
             await km.shutdown_kernel()
             assert not kc._janitor and kc not in km._janitors

@@ -607,13 +607,12 @@ def _listening(port:int):
 def start_local_server(root:str|Path, # Directory the server serves, and keeps its runtime files and config in
                        token:str, # The token clients must present
                        *args:str, # Extra `jupyter server` options, e.g. '--ServerApp.iopub_msg_rate_limit=50' (a certfile makes it https)
-                       timeout:float=60,
-                       port:int=0): # The port to listen on (a restarted server keeps its URL); 0 picks a free one
-    "Start `jupyter server` on 127.0.0.1 and `port` (a free one by default); returns `(process, url)` once it listens."
+                       timeout:float=60):
+    "Start `jupyter server` on 127.0.0.1 and a free port; returns `(process, url)` once it listens."
     root = Path(root); rt = root/'runtime'; rt.mkdir(parents=True, exist_ok=True)
     # its runtime files and its (empty) user config are its own: nothing on a shared machine changes how it behaves
     env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(rt), 'JUPYTER_CONFIG_DIR': str(root/'config'), 'JUPYTER_TOKEN': token}
-    cmd = [sys.executable, '-m', 'jupyter_server', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={int(port)}', f'--ServerApp.root_dir={root}',
+    cmd = [sys.executable, '-m', 'jupyter_server', '--ServerApp.ip=127.0.0.1', '--ServerApp.port=0', f'--ServerApp.root_dir={root}',
            '--ServerApp.open_browser=False', '--ServerApp.port_retries=0', '--ServerApp.allow_root=True', *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root/'server.log', 'wb'))
     deadline = time.monotonic()+timeout

@@ -175,16 +175,16 @@ class Proxy:
         self.loop.close()
 
 class RestartableServer:
-    "A Jupyter Server that can be restarted on the same port (its kernels go down with it), for as long as the test lasts."
+    "A Jupyter Server that can be restarted (its kernels go down with it) behind a `Proxy`, so its clients keep one URL; for as long as the test lasts."
     def __init__(self, root):
         self.root = root
         self.proc, self.url, self.token = jupyter_server(root)
-        self.port = urlsplit(self.url).port
+        self.proxy = Proxy(urlsplit(self.url).port)
 
     def restart(self):
-        "Stop the server, and start a new one on the same port, with the same token."
+        "Stop the server and start a new one with the same token; the proxy's URL leads to it (a new port: no other process can take it meanwhile)."
         stop(self.proc)
-        self.proc, url = start_local_server(self.root, self.token, port=self.port)
-        assert url == self.url, (url, self.url)
+        self.proc, self.url = start_local_server(self.root, self.token)
+        self.proxy.target = urlsplit(self.url).port
 
-    def stop(self): stop(self.proc)
+    def close(self): self.proxy.close(); stop(self.proc)

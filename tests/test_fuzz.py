@@ -10,7 +10,7 @@ from conkernelclient import (ClientClosedError, ConKernelManager, DeadKernelErro
                              NoReplyError, RemoteKernelManager, RequestCancelledError, RequestTimeoutError, Result, ServerError)
 from conkernelclient.tinykernel import tiny_manager
 from conftest import open_fds, pending, settled
-from servers import Proxy, RestartableServer, sockets_to
+from servers import RestartableServer, sockets_to
 
 WATCH = 0.2  # the client's `watch_interval`
 SLACK = 5*WATCH  # seconds a request may end past its own timeout, or past a fault, on a loaded 2-core machine
@@ -394,7 +394,7 @@ class WsMachine(KernelClientMachine):
     def rest_ports(self): return set()
 
     def server_restarted(self):
-        "The server restarts on the same port, and its kernels go down with it: pending requests fail with DeadKernelError; a new kernel is started."
+        "The server restarts behind its proxy (the URL its clients know), and its kernels go down with it: pending requests fail with DeadKernelError; a new kernel is started."
         self.run(asyncio.to_thread(self.server.restart), timeout=120)  # the loop runs meanwhile: the client hears what it can, as it would
         t = self.now()+1  # the news may come only now: from the new server, on the next reconnection attempt (backing off to 1 s)
         while any(s.ended is None for s in self.sent) and self.now() < t+SLACK+self.kc.reconnect_timeout: self.step(0.05)
@@ -472,7 +472,7 @@ def test_ipykernel(): run_state_machine_as_test(IPyMachine, settings=fuzz_settin
 def test_websocket(tmp_path_factory):
     "ipykernel on a Jupyter Server of this test's own (it restarts it), behind a proxy (which can make upgrades slow)."
     WsMachine.server = srv = RestartableServer(tmp_path_factory.mktemp('fuzz-server'))
-    WsMachine.proxy = proxy = Proxy(srv.port)
-    WsMachine.url, WsMachine.token = proxy.url, srv.token
+    WsMachine.proxy = srv.proxy
+    WsMachine.url, WsMachine.token = srv.proxy.url, srv.token
     try: run_state_machine_as_test(WsMachine, settings=fuzz_settings(int(os.environ.get('FUZZ_WS', 5))))
-    finally: proxy.close(); srv.stop()
+    finally: srv.close()

@@ -252,6 +252,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                         'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._release': ( 'core.html#conkernelclient._release',
                                                                                          'conkernelclient/core.py'),
+                                      'conkernelclient.core.ConKernelClient._replaced': ( 'core.html#conkernelclient._replaced',
+                                                                                          'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._replied': ( 'core.html#conkernelclient._replied',
                                                                                          'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._request': ( 'core.html#conkernelclient._request',

@@ -1173,7 +1173,7 @@ def _fail_before(self:ConKernelClient, seq:int|None, exc:BaseException):
     "Fail with `exc` every pending request filed before `seq` (every one, if None)."
     if seq is None: return self._fail_pending(exc)
     for req in self._all_requests():
-        if req.seq < seq: self._end(req, copy.copy(exc))
+        if req.seq < seq: self._end(req, req.failing if req.state=='replied' else copy.copy(exc))  # replied: it ran, only its idle is lost
 
 @patch
 def _fence(self:ConKernelClient, exc:KernelRestartedError):
@@ -1184,6 +1184,16 @@ def _fence(self:ConKernelClient, exc:KernelRestartedError):
     except Exception: return self._fail_pending(exc)
     seq = fence.request.seq
     fence.add_done_callback(lambda f: self._fail_before(seq, exc))
+
+@patch
+def _replaced(self:ConKernelClient, exc:KernelRestartedError):
+    "The kernel died and a new one takes its ports: fail what the old one started (or was never sent), and fence what may reach the new one."
+    # a connecting ZMQ socket keeps what it could not deliver and hands it to whoever binds the address next: a request the dead
+    # kernel never read runs in the new one, so failing it would be a lie (and one that asks for input would hang that kernel)
+    for req in self._all_requests():
+        if req.state=='replied': self._end(req, req.failing)  # it ran, and answered: only its idle is lost
+        elif not (req.channel=='shell' and req.state=='sent'): self._end(req, copy.copy(exc))
+    self._fence(exc)
 
 # %% ../nbs/00_core.ipynb #0e1f2a3b
 class _Starting:

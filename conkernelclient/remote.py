@@ -556,7 +556,7 @@ def _server_status(self:RemoteKernelClient, msg:dict, inbox):
     "Act on the server's own news of the kernel (`restarting`, `dead`), then route the message as iopub."
     if msg['msg_type']=='status' and not msg['parent_header'].get('msg_id'):
         state = msg['content'].get('execution_state')
-        if state=='restarting': self._new_generation(KernelRestartedError('the kernel died, and the server is restarting it'))
+        if state=='restarting': self._replaced(KernelRestartedError('the kernel died, and the server is restarting it'))
         elif state=='dead': return self._close(DeadKernelError('the kernel died, and the server will not restart it'))
     self._on_iopub(msg, inbox)
 

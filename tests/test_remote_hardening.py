@@ -317,6 +317,36 @@ def test_shutting_down_a_kernel_the_server_is_restarting(server):
         finally: await kc.astop_channels()
     run(main())
 
+# --- requests a killed kernel never read: the server's socket hands them to the new kernel
+
+def test_requests_sent_to_a_killed_kernel_before_the_server_noticed_run_in_the_new_one_and_are_not_failed(server, tmp_path):
+    "The server's ZMQ socket keeps what the dead kernel never read for the kernel it restarts: such requests end with their true outcome."
+    url, token = server
+    async def main():
+        async with remote_kernel(url, token) as (km, kc):
+            r = await kc.execute('', user_expressions=dict(pid='__import__("os").getpid()'), reply=True, timeout=10)
+            old = int(r['content']['user_expressions']['pid']['data']['text/plain'])
+            started = kc.execute('import time; time.sleep(60)', reply=True, timeout=60)
+            await until(lambda: started.request.state=='running')
+            os.kill(old, signal.SIGKILL)
+            await asyncio.sleep(0.3)  # sent at once, a request can still be lost with the connection; sent now, the server's socket keeps it
+            code = lambda i: f'import os; open({str(tmp_path)!r}+"/{i}", "w").write(str(os.getpid())); print(os.getpid(), input("{i}?"))'
+            after = [kc.execute(code(i), on_input=lambda prompt, pw: f'answer-{prompt}', outputs=True, timeout=30) for i in range(3)]
+            assert not started.done()  # the server has not noticed yet: these went to the dead kernel's address
+            with pytest.raises(KernelRestartedError): await asyncio.wait_for(started, 30)  # what the dead kernel had started is lost
+            ran = 0
+            for i, res in enumerate(await asyncio.wait_for(asyncio.gather(*after, return_exceptions=True), 30)):
+                marker = tmp_path/str(i)
+                if isinstance(res, KernelRestartedError): assert not marker.exists(), f'request {i} failed, but ran in {marker.read_text()}'
+                else:
+                    assert res.status=='ok' and int(marker.read_text()) != old, (res.reply, marker.read_text())  # input() answered, in the new kernel
+                    # its output, unless the server's subscription to the new kernel's iopub had yet to connect (then it is lost upstream)
+                    assert ''.join(o.get('text', '') for o in res.outputs).split() in ([], [marker.read_text(), f'answer-{i}?'])
+                    ran += 1
+            assert ran  # the new kernel ran what the dead one never read (all three, in every run here)
+            assert (await kc.execute('1', reply=True, timeout=10))['content']['status'] == 'ok'  # and no input() of theirs holds it
+    run(main())
+
 # --- quick ACKs: on by default, and what they are for
 
 DELACK_MIN = 0.04  # Linux's TCP_DELACK_MIN: HZ/25 seconds

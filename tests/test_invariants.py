@@ -1,5 +1,5 @@
 "Regression tests for the adversarial paths of issue 'Invariants': one test per finding, against real kernels."
-import asyncio, os, queue, signal, threading, time, uuid
+import asyncio, os, queue, signal, subprocess, sys, threading, time, uuid
 import pytest
 from jupyter_client.channels import HBChannel
 from jupyter_client.session import Session
@@ -7,6 +7,7 @@ from conkernelclient import (ClientClosedError, ClientLoopError, ConKernelClient
                              KernelRestartedError)
 from conkernelclient.tinykernel import tiny_manager
 from conftest import kernel, run, settled
+from servers import until
 from test_requests import running
 
 pytestmark = pytest.mark.timeout(120)
@@ -266,6 +267,32 @@ def test_5_requests_an_attached_client_sends_to_the_new_kernel_are_not_failed_as
                 r = await att.execute('1', reply=True, timeout=20)  # sent before the new kernel's welcome reached us, or after
                 assert r['content']['status'] == 'ok'
             await att.astop_channels()
+    run(main())
+
+SLOW_IPYKERNEL = 'import sys, time; time.sleep(float(sys.argv.pop(1))); from ipykernel.kernelapp import launch_new_instance; launch_new_instance()'
+
+def test_5_a_restart_slower_than_an_attached_clients_heartbeat_allows_is_a_death_to_it():
+    "Attached by connection file, only the heartbeat tells a death from a restart: silent longer than its `time_to_dead`, the kernel is dead to it."
+    async def main():
+        async with kernel(clients=0) as (km,):
+            hasty = ConKernelClient(connection_file=km.connection_file); hasty.load_connection_file()  # the default heartbeat: 1 s
+            await hasty.start_channels()
+            patient = await attached(km)  # waits 30 s for a beat
+            lost = [kc.execute('import time; time.sleep(30)', reply=True, timeout=60) for kc in (hasty, patient)]
+            await until(lambda: lost[0].request.state=='running')
+            t0 = time.monotonic()
+            km.provisioner.process.kill()  # and someone restarts it on the same ports, 3 s later
+            new = subprocess.Popen([sys.executable, '-c', SLOW_IPYKERNEL, '3', '-f', km.connection_file])
+            try:
+                with pytest.raises(DeadKernelError, match='the kernel died'): await asyncio.wait_for(lost[0], 30)
+                dead_after = time.monotonic()-t0
+                with pytest.raises(KernelRestartedError): await asyncio.wait_for(lost[1], 30)
+                assert dead_after < hasty.hb_channel.time_to_dead + 1.5 < 3, dead_after  # declared dead before the new kernel could answer
+                assert (await patient.execute('1', reply=True, timeout=20))['content']['status'] == 'ok'  # the patient one carries on
+                with pytest.raises(DeadKernelError): hasty.execute('1', reply=True)  # the hasty one is stopped for good: attach a new one
+            finally:
+                await patient.astop_channels(); await hasty.astop_channels()
+                new.kill(); new.wait()
     run(main())
 
 def test_running_out_of_file_descriptors_fails_at_once_not_by_a_silent_timeout(tmp_path):

@@ -37,7 +37,7 @@ class KernelClientMachine(RuleBasedStateMachine):
         self.loop_errors, self.sent, self.n, self.seen, self.explicit = [], [], 0, set(), []
         self.loop.set_exception_handler(lambda loop, ctx: self.loop_errors.append(ctx))
         self.fds, self.threads = open_fds(), threading.active_count()
-        self.kc = self.km = None
+        self.kc = self.km = self.restarting_at = None
         self.run(self.start_kernel())
         if self.counter: open(self.counter, 'a').write('.')
 
@@ -53,7 +53,10 @@ class KernelClientMachine(RuleBasedStateMachine):
         kc = self.km.client()
         kc.watch_interval = WATCH
         route = kc._on_iopub  # a spy on every parent the kernel ever speaks of, to prove a cancelled request never ran
-        def on_iopub(msg, inbox): self.seen.add(msg['parent_header'].get('msg_id')); route(msg, inbox)
+        def on_iopub(msg, inbox):
+            self.seen.add(msg['parent_header'].get('msg_id'))
+            if msg['msg_type']=='status' and msg['content'].get('execution_state')=='restarting': self.restarting_at = self.now()  # a server's news
+            route(msg, inbox)
         kc._on_iopub = on_iopub  # before the start, which hands the routers their handlers
         self.kc = await kc.start_channels(timeout=60)
         self.sid = await kc.create_subshell(timeout=10) if kc.supports('kernel subshells') else None
@@ -195,12 +198,13 @@ class KernelClientMachine(RuleBasedStateMachine):
         "Call `f` inside the loop, as async callers of the client do."
         return f()
 
-    def expect_all_ended(self, exc, t:float):
+    def expect_all_ended(self, exc, t:float, new_kernel_since:float|None=None): # wall time after which a request's start was the new kernel's
         "After a fault at loop time `t`: every request has ended, and those it ended carry its named error (not a timeout still to come)."
         for s in self.sent:
             assert s.ended is not None, f'{s.kind} {s.mid} still pending after {exc.__name__}'
             o = s.outcome
             if s.ended < t or not isinstance(o, BaseException) or isinstance(o, asyncio.CancelledError): continue
+            if new_kernel_since is not None and isinstance(o, RequestTimeoutError) and _started_after(o.request, new_kernel_since): continue  # its own end, in the new kernel
             if isinstance(o, TimeoutError):  # only if its own time was up before the fault's news could reach it
                 assert s.bounded and s.t0+s.timeout <= t+SLACK, f'{s.kind} {s.mid} timed out after {exc.__name__}, which was due first'
             elif not isinstance(o, (RequestCancelledError, NoReplyError)): assert isinstance(o, exc), f'{s.kind} {s.mid} ended with {o!r}, not {exc.__name__}'
@@ -298,6 +302,10 @@ class KernelClientMachine(RuleBasedStateMachine):
         if self.km is not None: await self.km.shutdown_kernel(now=True)
         self.kc = self.km = None
 
+def _started_after(req, wall:float):
+    "Whether the kernel started `req` (its busy status's date) after wall-clock time `wall`."
+    return req.t_busy is not None and req.t_busy.timestamp() > wall
+
 def _refuse(prompt, password): raise PermissionError('refused')
 async def _hang(prompt, password): await asyncio.Event().wait()
 
@@ -340,12 +348,14 @@ class WsMachine(KernelClientMachine):
 
     def sigkill(self):
         "SIGKILL on a server: its restarter restarts the kernel, and says so; pending requests fail with KernelRestartedError."
-        t = self.now()
+        t, wall, self.restarting_at = self.now(), time.time(), None
         os.kill(self.kpid, signal.SIGKILL)
-        while any(s.ended is None for s in self.sent) and self.now() < t+SLACK+self.death_bound(): self.step(0.05)
+        # what the dead kernel never read, the server's socket hands to the new kernel: those requests run there, to their own end
+        until = max([t+SLACK+self.death_bound()] + [s.t0+s.timeout+SLACK for s in self.sent if s.bounded])
+        while (self.restarting_at is None or any(s.ended is None for s in self.sent)) and self.now() < until: self.step(0.05)
         # the news comes when the server's restarter notices (within its interval): a request whose own time ran out before then timed out rightly
-        news = min((s.ended for s in self.sent if s.ended >= t and isinstance(s.outcome, DeadKernelError)), default=t)
-        self.expect_all_ended(DeadKernelError, news)  # KernelRestartedError is one
+        news = self.restarting_at or min((s.ended for s in self.sent if s.ended >= t and isinstance(s.outcome, DeadKernelError)), default=t)
+        self.expect_all_ended(DeadKernelError, news, new_kernel_since=wall)  # KernelRestartedError is one
         self.run(self.settle_after_restart())
 
     async def settle_after_restart(self):

@@ -22,7 +22,7 @@ from traitlets import Bool, Dict, Float, Instance, Unicode, Enum, validate
 from traitlets.config import LoggingConfigurable
 
 from .core import (ChannelView, ConKernelClient, DeadKernelError, KernelRestartedError,
-                                  _check_str, _dated, _kept_task, _log, _message, _release_janitors, _restart_for_clients, _ROUTES)
+                                  _check_str, _running_loop, _dated, _kept_task, _log, _message, _release_janitors, _restart_for_clients, _ROUTES)
 
 # %% ../nbs/02_remote.ipynb #85d37b80
 class ServerError(OSError):
@@ -171,12 +171,13 @@ def _upgraded(self:KernelWebSocket):
 
 @patch
 def close(self:KernelWebSocket):
-    "Close the connection, at whatever stage it is: open (the closing handshake), or still connecting or upgrading (aborted)."
+    "Close the connection, at whatever stage it is: open (the closing handshake, or aborted if the loop is idle), or still connecting or upgrading (aborted)."
     self.closing, conn = True, self.conn
     if conn is None: return
-    if conn.protocol is not None: return conn.close()
     # not upgraded yet: tornado has no public abort, and its request timeout ends the request at any stage, closing the socket
-    conn._on_timeout('(abandoned by its client)')
+    if conn.protocol is None: return conn._on_timeout('(abandoned by its client)')
+    if _running_loop() is self.closed.get_loop(): return conn.close()
+    conn.protocol.stream.close()  # a plain `stop_channels` between runs of the loop: the handshake needs it running, a TCP close does not
 
 # %% ../nbs/02_remote.ipynb #65c8b76b
 @patch

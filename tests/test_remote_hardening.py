@@ -3,6 +3,7 @@ import asyncio, contextlib, json, logging, os, re, signal, statistics, subproces
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 import pytest
+from concurrent.futures import ThreadPoolExecutor
 from jupyter_client.session import Session
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler
@@ -416,3 +417,26 @@ def test_a_stopped_clients_janitor_ends_with_the_kernel(server, monkeypatch, tol
             await asyncio.wait(kc._vital, timeout=5)
             assert all(t.done() for t in kc._vital)
     run(main())
+
+def test_a_client_stopped_while_its_loop_is_idle_closes_its_websocket_at_once(server):
+    "`stop_channels` is a plain call: made between two runs of the client's loop (none running, none current), it closes the connection there and then."
+    url, token = server
+    def in_a_thread_of_its_own():  # a new thread has no current event loop, as the main thread after `asyncio.run`
+        loop = asyncio.new_event_loop()
+        aw = lambda coro: loop.run_until_complete(asyncio.wait_for(coro, 60))
+        km = RemoteKernelManager(url, token=token)
+        aw(km.start_kernel())
+        try:
+            async def started(): return await km.client().start_channels()
+            kc = aw(started())
+            async def sent(): return asyncio.ensure_future(kc.execute('import time; time.sleep(30)', reply=True, timeout=60))
+            pending = aw(sent())
+            aw(asyncio.sleep(0.1))
+            assert len(sockets_to(url)) == 1
+            kc.stop_channels()  # the loop is idle
+            assert not sockets_to(url)  # closed by the call, not by the loop's next run
+            with pytest.raises(ClientClosedError): aw(pending)
+        finally:
+            aw(km.shutdown_kernel())
+            loop.close()
+    with ThreadPoolExecutor(1) as ex: ex.submit(in_a_thread_of_its_own).result(90)

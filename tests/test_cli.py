@@ -234,7 +234,10 @@ def test_a_remote_kernel_killed_mid_run_fails_its_snippets_and_ends_without_a_tr
     finally: proc.kill()
     assert proc.returncode == 1 and 'Traceback' not in err, out+err
     blocks = out.split('\n[')
-    assert len(blocks) == 2 and all('failed (KernelRestartedError' in b for b in blocks), out
+    # the snippet queued behind fails with the kernel, unless the dead kernel had not read it yet: the server's socket then hands it
+    # to the new kernel, which runs it (the client does not fail what may yet run)
+    assert len(blocks) == 2 and 'failed (KernelRestartedError' in blocks[0], out
+    assert 'failed (KernelRestartedError' in blocks[1] or blocks[1].startswith('2] ok'), out
     assert len([l for l in err.splitlines() if 'error:' in l]) <= 1, err  # the kernel's shutdown may be refused while it restarts: one line says so
 
 def test_ctrl_c_ends_the_run_with_one_line_and_shuts_the_kernel_down(tmp_path):

@@ -278,8 +278,9 @@ def test_5_a_restart_slower_than_an_attached_clients_heartbeat_allows_is_a_death
             hasty = ConKernelClient(connection_file=km.connection_file); hasty.load_connection_file()  # the default heartbeat: 1 s
             await hasty.start_channels()
             patient = await attached(km)  # waits 30 s for a beat
-            lost = [kc.execute('import time; time.sleep(30)', reply=True, timeout=60) for kc in (hasty, patient)]
+            lost = [hasty.execute('import time; time.sleep(30)', reply=True, timeout=60)]
             await until(lambda: lost[0].request.state=='running')
+            lost.append(patient.execute('import time; time.sleep(30)', reply=True, timeout=60))  # after: two clients' requests may swap
             t0 = time.monotonic()
             km.provisioner.process.kill()  # and someone restarts it on the same ports, 3 s later
             new = subprocess.Popen([sys.executable, '-c', SLOW_IPYKERNEL, '3', '-f', km.connection_file])

@@ -12,7 +12,7 @@ import zmq
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 from .local import ConKernelManager
 
 # %% ../nbs/06_tinykernel.ipynb #9af2b7a6
@@ -26,7 +26,10 @@ class TinyKernel:
         url = f"{conn['transport']}://{conn['ip']}:"
         kinds = dict(shell=zmq.ROUTER, control=zmq.ROUTER, stdin=zmq.ROUTER, iopub=zmq.PUB, hb=zmq.ROUTER)
         self.socks = {n: self.ctx.socket(k) for n,k in kinds.items()}
-        for n,s in self.socks.items(): s.bind(url + str(conn[f'{n}_port']))
+        for s in self.socks.values():
+            if conn.get('curve_secretkey'): s.curve_server, s.curve_secretkey = True, conn['curve_secretkey'].encode()
+        for n,s in self.socks.items(): s.bind(url + str(conn.get(f'{n}_port') or 0))  # port 0: the OS chooses one nobody holds
+        self.ports = {f'{n}_port': int(s.last_endpoint.rsplit(b':', 1)[1]) for n,s in self.socks.items()}
 
     def sign(self, parts:list):
         "The hex HMAC-SHA256 signature of the message `parts`."
@@ -148,6 +151,25 @@ def serve(self:TinyKernel):
             while sock.get(zmq.EVENTS) & zmq.POLLIN:
                 if not self.handle(name, sock.recv_multipart()): return
 
+@patch
+def write_ports(self:TinyKernel, path:str, conn:dict):
+    "Write the ports this kernel bound into its connection file `path`, for the manager that gave it port 0 (atomically: it may be reading)."
+    tmp = f'{path}.tiny'
+    with open(os.open(tmp, os.O_WRONLY|os.O_CREAT|os.O_TRUNC, 0o600), 'w') as f: json.dump({**conn, **self.ports}, f)
+    os.replace(tmp, path)
+
+@patch
+def register(self:TinyKernel, conn:dict, timeout:float=10):
+    "The kernel's half of the JEP 66 handshake: send the ports it bound to the launcher's registration socket, and wait for its `ok`."
+    req = self.ctx.socket(zmq.REQ)
+    req.linger = 0
+    req.connect(f"{conn['transport']}://{conn['ip']}:{conn['registration_port']}")
+    req.send_multipart(self.frames('handshake_request', self.ports, {}))  # a signed message, as on any channel
+    if not req.poll(int(timeout*1000)): sys.exit('no handshake reply from the launcher')
+    parsed = self.parse(req.recv_multipart())
+    if parsed is None or parsed[2].get('status')!='ok': sys.exit(f'the launcher refused the handshake: {parsed and parsed[2]}')
+    req.close()
+
 @call_parse
 def main(connection_File:str=None, # The connection file (`-f`, as kernels take it)
          bind_delay:float=0): # Seconds to wait before binding the sockets, like a slow-starting kernel
@@ -155,7 +177,10 @@ def main(connection_File:str=None, # The connection file (`-f`, as kernels take 
     with open(connection_File) as fh: conn = json.load(fh)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Event().wait(bind_delay)  # managers interrupt before shutting down; there is nothing to interrupt
-    TinyKernel(conn).serve()
+    k = TinyKernel(conn)
+    if 'registration_port' in conn: k.register(conn)
+    elif any(not conn.get(p) for p in k.ports): k.write_ports(connection_File, conn)
+    k.serve()
     os._exit(0)  # the heartbeat thread is blocked in a proxy: leave without waiting for it
 
 # %% ../nbs/06_tinykernel.ipynb #d0ed2980
@@ -163,14 +188,20 @@ class TinySpecs(KernelSpecManager):
     "Kernelspecs, plus `tiny`: this module's kernel."
     bind_delay = Float(0, help="Seconds the tiny kernel waits before binding its sockets").tag(config=True)
     interrupt_mode = Unicode('signal', help="How a manager interrupts the tiny kernel: 'signal' or 'message'").tag(config=True)
+    protocol = Unicode('5.3', help="The protocol version its kernelspec declares: 5.6 for the JEP 66 handshake").tag(config=True)
+    curve = Bool(False, help="Whether its kernelspec declares CurveZMQ support (a manager then encrypts)").tag(config=True)
 
     def get_kernel_spec(self, kernel_name:str):
         if kernel_name!='tiny': return super().get_kernel_spec(kernel_name)
         argv = [sys.executable, '-m', 'conkernelclient.tinykernel', '-f', '{connection_file}', '--bind-delay', str(self.bind_delay)]
-        return KernelSpec(argv=argv, display_name='tiny', language='tiny', resource_dir=os.getcwd(), interrupt_mode=self.interrupt_mode)
+        return KernelSpec(argv=argv, display_name='tiny', language='tiny', resource_dir=os.getcwd(), interrupt_mode=self.interrupt_mode,
+                          kernel_protocol_version=self.protocol, metadata=dict(supported_encryption=['curve']) if self.curve else {})
 
 def tiny_manager(bind_delay:float=0, # Seconds the kernel waits before binding its sockets
                  interrupt_mode:str='signal', # How the manager interrupts it: 'signal' or 'message'
+                 protocol:str='5.3', # The protocol version its kernelspec declares (5.6: the JEP 66 handshake)
+                 curve:bool=False, # Whether its kernelspec declares CurveZMQ support
                  **kwargs): # Passed to `ConKernelManager`
     "A `ConKernelManager` for a tiny kernel."
-    return ConKernelManager(kernel_name='tiny', kernel_spec_manager=TinySpecs(bind_delay=bind_delay, interrupt_mode=interrupt_mode), **kwargs)
+    specs = TinySpecs(bind_delay=bind_delay, interrupt_mode=interrupt_mode, protocol=protocol, curve=curve)
+    return ConKernelManager(kernel_name='tiny', kernel_spec_manager=specs, **kwargs)

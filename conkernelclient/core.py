@@ -1091,8 +1091,11 @@ async def _until(req:Request, cond, timeout:float):
 # %% ../nbs/00_core.ipynb #55e6f7a8
 @patch
 def _all_requests(self:ConKernelClient):
-    "Every request of this client's: held, live and ghosts, oldest first."
-    return sorted([*(r for q in self._held.values() for r in q), *self._requests.values(), *self._ghosts.values()], key=lambda r: r.seq)
+    "Every request of this client's, the held ones first, each group oldest first: the order a sweep that ends them must take."
+    # ending a request that was being interrupted releases (sends) the requests held behind it: a sweep that ended it first
+    # would send a held request it then fails, one the kernel runs although its caller was told it failed
+    return sorted([*(r for q in self._held.values() for r in q), *self._requests.values(), *self._ghosts.values()],
+                  key=lambda r: (r.state!='queued', r.seq))
 
 @patch
 def _fail_pending(self:ConKernelClient, exc:BaseException, keep_input:bool=False, # keep what may still ask for input, for the janitor

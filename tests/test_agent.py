@@ -2,7 +2,7 @@
 import asyncio, random, time
 from pathlib import Path
 import pytest
-from conkernelclient import ConKernelManager, DeadKernelError, NoReplyError, RequestCancelledError, RequestTimeoutError
+from conkernelclient import ClientClosedError, ConKernelManager, DeadKernelError, NoReplyError, RequestCancelledError, RequestTimeoutError
 from conftest import kernel, run, settled
 from servers import remote_kernel
 
@@ -49,6 +49,23 @@ def test_interrupt_policy_frees_the_kernel_and_a_queued_request_never_runs(open_
             assert res.status == 'ok' and res.outputs[0].text == 'slept\n'  # the request it queued behind was not interrupted
             await kc.until_idle(timeout=10)
             assert not marker.exists() and settled(kc)
+    run(main())
+
+def test_a_request_held_behind_one_being_interrupted_is_never_sent_by_the_stop_that_fails_it(open_kernel, tmp_path):
+    "Ending the request being interrupted releases the ones held behind it: a stop failing them all must not send one first."
+    marker = tmp_path/'ran'
+    async def main():
+        async with open_kernel() as (km, kc):
+            deaf = 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(2)'  # the interrupt changes nothing
+            with pytest.raises(RequestTimeoutError, match='being interrupted'): await kc.execute(deaf, reply=True, timeout=0.5, on_timeout='interrupt')
+            held = kc.execute(f'open({str(marker)!r}, "w").write("ran")', reply=True, timeout=30)
+            assert held.request.state == 'queued'  # held until the kernel has finished the interrupted one
+            kc.stop_channels()
+            with pytest.raises(ClientClosedError): await asyncio.wait_for(held, 10)
+            witness = await km.client().start_channels()
+            await witness.execute('1', reply=True, timeout=30)  # behind whatever the kernel was sent: had it been, it has run now
+            await witness.astop_channels()
+            assert not marker.exists()
     run(main())
 
 def test_detached_requests_are_waited_on_later_each_with_its_own_outputs(open_kernel):

@@ -102,7 +102,7 @@ def test_interrupt_with_a_long_request_and_two_queued():
             queued = [kc.execute('1+1', reply=True, timeout=60), kc.execute('2+2', reply=True, timeout=60)]
             r = await kc.interrupt(timeout=10)
             assert r['msg_type'] == 'interrupt_reply'
-            res = await asyncio.wait_for(asyncio.gather(long, *queued), 10)
+            res = await asyncio.wait_for(asyncio.gather(long, *queued), 20)  # well before the 30 s sleep would end by itself
             assert res[0]['content']['status'] == 'error' and res[0]['content']['ename'] == 'KeyboardInterrupt'
             assert {q['content']['status'] for q in res[1:]} <= {'ok', 'aborted'}
             await asyncio.sleep(0.5)  # let ipykernel leave its abort state after the error

@@ -6,4 +6,4 @@ from .local import ConChannel, ConKernelManager
 from .subshells import KernelFeatureError, KernelReplyError, SubshellPool
 from .remote import AuthenticationError, RemoteKernelClient, RemoteKernelManager, ServerError
 from .blocking import ConBlockingKernelClient, ConBlockingKernelManager, ForkedClientError
-from .pool import KernelPool, Lease, PoolClosedError
+from .pool import BlockingLease, ConBlockingKernelPool, KernelPool, Lease, PoolClosedError

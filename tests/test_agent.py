@@ -181,7 +181,7 @@ def test_200_random_cancels_interrupt_another_clients_request_only_in_the_protoc
                     foreign.append((h, hit))
             bg = asyncio.ensure_future(theirs())
             cancels = outcomes = 0
-            while cancels < 200:
+            while cancels < 200 or (len(sent) <= 20 and cancels < 1000):  # enough interrupts to judge, however loaded the machine
                 hs = [kc.submit(f'import time; time.sleep({rnd.choice([0.02, 0.1, 0.3])})', stop_on_error=False) for _ in range(rnd.choice([1, 2, 3]))]
                 await asyncio.sleep(rnd.choice([0, 0.005, 0.02, 0.05, 0.15]))
                 for h in hs:

@@ -97,6 +97,7 @@ def test_200_leases_and_a_close_leave_no_process_descriptor_or_thread_behind():
     async def main():
         async with KernelPool(size=1, leases=100, reset=False) as pool:  # ... lease, use, hand back: one kernel serves 100 leases
             lease = await pool.lease(timeout=60); await lease.release()
+            await until(lambda: pool._n_idle==2 and not pool._tasks, 60)  # it is back, its replacement is warm: nothing in flight
             fds, threads = open_fds(), threading.active_count()
             for i in range(200):
                 job = None
@@ -104,6 +105,7 @@ def test_200_leases_and_a_close_leave_no_process_descriptor_or_thread_behind():
                     assert (await lease.kc.execute(f'{i}', reply=True, timeout=10))['content']['status']=='ok'
                     if i%20==0: job = await lease.km.client().start_channels()  # a client of the job's own (as nbclient makes)...
                 assert job is None or job._state=='closed'  # ...stopped when the lease is handed back
+            await until(lambda: not pool._tasks, 60)  # kernels that served their 100 leases shut down, their replacements warm
             assert open_fds() <= fds+5 and threading.active_count() <= threads+1, (open_fds(), fds, threading.active_count(), threads)
         assert not kernels() and threading.active_count() <= threads
     run(main(), 220)
@@ -172,3 +174,25 @@ def test_nbclient_over_20_notebooks_with_the_pool_gives_the_default_managers_out
         assert [outputs(nb) for nb in pooled]==[outputs(nb) for nb in plain] and outputs(plain[3])[0][0]['text']=='6\n'
         assert len(pids)==20 and not {pid for pid,_ in kernels()} & pids  # a kernel per notebook, none left running
     run(main(), 220)
+
+def test_a_blocking_pool_serves_threads_and_a_dropped_lease_leaves_the_pools_client_alone():
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+    from conkernelclient import ConBlockingKernelPool
+    threads = threading.active_count()
+    pids = set()
+    with ConBlockingKernelPool(size=2) as pool:  # one lease per kernel
+        def job(i):
+            with pool.lease(timeout=60) as lease:
+                pids.add(lease.akm.provisioner.pid)
+                r = lease.kc.execute(f'print(globals().get("mine"), {i}); mine = {i}', outputs=True, timeout=30)
+                return r.outputs[0].text.split()
+        with ThreadPoolExecutor(4) as ex: seen = list(ex.map(job, range(8)))
+    assert seen == [['None', str(i)] for i in range(8)] and len(pids) == 8  # a fresh kernel each, none seeing another's state
+    assert not {pid for pid,_ in kernels()} & pids and threading.active_count() <= threads
+    with ConBlockingKernelPool(size=1, leases=3, reset=False) as pool:  # a kernel reused: a dropped lease must not stop its client
+        lease = pool.lease(timeout=60); first = lease.akm.kernel_id; lease.release()
+        del lease; gc.collect()
+        lease = pool.lease(timeout=60)
+        assert lease.akm.kernel_id == first and lease.kc.execute('1', reply=True, timeout=10)['content']['status'] == 'ok'
+        lease.release()

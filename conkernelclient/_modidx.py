@@ -547,6 +547,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                'conkernelclient/pool.py'),
                                       'conkernelclient.pool.ConBlockingKernelPool.__repr__': ( 'pool.html#conblockingkernelpool.__repr__',
                                                                                                'conkernelclient/pool.py'),
+                                      'conkernelclient.pool.ConBlockingKernelPool._at_exit': ( 'pool.html#conblockingkernelpool._at_exit',
+                                                                                               'conkernelclient/pool.py'),
                                       'conkernelclient.pool.ConBlockingKernelPool.close': ( 'pool.html#conblockingkernelpool.close',
                                                                                             'conkernelclient/pool.py'),
                                       'conkernelclient.pool.ConBlockingKernelPool.lease': ( 'pool.html#conblockingkernelpool.lease',

@@ -6,7 +6,7 @@
 __all__ = ['PoolClosedError', 'Lease', 'KernelPool', 'BlockingLease', 'ConBlockingKernelPool']
 
 # %% ../nbs/07_pool.ipynb #f31cbbc2
-import asyncio, atexit, contextlib
+import asyncio, atexit, contextlib, os
 from fastcore.basics import patch
 from .core import _log
 from .local import ConKernelManager
@@ -192,6 +192,7 @@ class ConBlockingKernelPool:
         self._lt = LoopThread('conkernelclient-pool')
         async def opened(): return await KernelPool(**kwargs).__aenter__()
         self.apool = self._lt.run(opened())
+        atexit.register(self._at_exit)  # a script that never closes the pool still shuts its kernels down cleanly
     def __repr__(self): return repr(self.apool)
     def lease(self, timeout:float|None=None): # Seconds to wait for a kernel (`TimeoutError` after)
         "A `BlockingLease` of a warm kernel."
@@ -199,7 +200,10 @@ class ConBlockingKernelPool:
     def close(self):
         "Shut down every kernel the pool started and stop its loop thread; closing again does nothing."
         if self._lt.closed: return
+        atexit.unregister(self._at_exit)
         self._lt.run(self.apool.aclose())
         self._lt.close()
+    def _at_exit(self):
+        if os.getpid()==self._lt.pid: self.close()  # a forked child leaves the parent's kernels alone
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()

@@ -25,10 +25,10 @@ def test_enterprise_gateway_start_100_concurrent_interrupt_restart_shutdown(gate
             assert [r['content']['user_expressions']['v']['data']['text/plain'] for r in await asyncio.gather(*futs)] == [str(i+1) for i in range(100)]
             res = await kc.execute('print("through the gateway")', outputs=True, timeout=30)
             assert [o.text for o in res.outputs] == ['through the gateway\n']
-            long = kc.execute('import time; time.sleep(30)', reply=True, timeout=60)
-            await asyncio.sleep(0.5)
+            long = kc.execute('print("go", flush=True); import time; time.sleep(30)', outputs=True, timeout=60)
+            while not any(m['msg_type'] == 'stream' for m in long.request.msgs): await asyncio.sleep(0.01)  # running its code: see test_transports
             await km.interrupt_kernel()
-            assert (await asyncio.wait_for(long, 15))['content']['ename'] == 'KeyboardInterrupt'
+            assert (await asyncio.wait_for(long, 15)).reply['content']['ename'] == 'KeyboardInterrupt'
             pending = kc.execute('import time; time.sleep(30)', reply=True, timeout=60)
             await asyncio.sleep(0.3)
             await km.restart_kernel()

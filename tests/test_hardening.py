@@ -129,9 +129,12 @@ def test_a_cancel_between_the_loops_runs_sets_off_its_interrupt_on_the_clients_l
     try:
         async def start(): return await km.client().start_channels()
         kc = go(start(), 60)
-        async def send(): return kc.execute('import time; time.sleep(30)', reply=True, on_timeout='interrupt')
+        async def send(): return kc.execute('print("go", flush=True); import time; time.sleep(30)', outputs=True, on_timeout='interrupt')
         wait = go(send())
-        go(kc.wait_state(lambda s: None in s.running, timeout=10))
+        # running its code, not just dispatched: a SIGINT that lands before ipykernel runs the code is lost (the protocol's race)
+        async def printed():
+            while not any(m['msg_type']=='stream' for m in wait.request.msgs): await asyncio.sleep(0.01)
+        go(printed(), 10)
         wait.cancel()  # outside the loop: what it sets off must not land on some other loop, where it would never run
         assert kc._side and all(t.get_loop() is loop for t in kc._side)
         t = time.monotonic()

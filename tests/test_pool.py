@@ -196,3 +196,13 @@ def test_a_blocking_pool_serves_threads_and_a_dropped_lease_leaves_the_pools_cli
         lease = pool.lease(timeout=60)
         assert lease.akm.kernel_id == first and lease.kc.execute('1', reply=True, timeout=10)['content']['status'] == 'ok'
         lease.release()
+
+def test_a_blocking_pool_never_closed_shuts_its_kernels_down_at_exit(tmp_path):
+    "A script that leases and exits without closing: its kernels are shut down by the exit hook (their connection files removed), not orphaned."
+    import subprocess, sys
+    script = "from conkernelclient import ConBlockingKernelPool\npool = ConBlockingKernelPool(size=1)\nlease = pool.lease(timeout=60)\n" \
+             "print(lease.akm.provisioner.pid, lease.akm.connection_file, flush=True)\n"
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120)
+    pid, path = out.stdout.split()
+    assert out.returncode == 0 and not os.path.exists(path), out.stderr[-2000:]  # a kernel that died with its parent keeps its file
+    assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status()==psutil.STATUS_ZOMBIE

@@ -71,12 +71,13 @@ def test_concurrent_inputs_get_their_own_answers_and_a_failing_callback_fails_it
 def test_interrupt_a_long_request_with_two_queued(open_kernel):
     async def main():
         async with open_kernel() as (km, kc):
-            long = kc.execute('import time; time.sleep(30)', stop_on_error=False, reply=True, timeout=60)
+            long = kc.execute('print("go", flush=True); import time; time.sleep(30)', stop_on_error=False, outputs=True, timeout=60)
             queued = [kc.execute('1', reply=True, timeout=60) for _ in range(2)]
-            await asyncio.sleep(0.5)
+            # running its code, not just dispatched: a SIGINT that lands before ipykernel runs the code is lost (the protocol's race)
+            while not any(m['msg_type'] == 'stream' for m in long.request.msgs): await asyncio.sleep(0.01)
             t0 = time.monotonic()
             await km.interrupt_kernel()
-            r = await long
+            r = (await long).reply
             assert r['content']['ename'] == 'KeyboardInterrupt' and time.monotonic()-t0 < 10
             assert [q['content']['status'] for q in await asyncio.gather(*queued)] == ['ok', 'ok']
     run(main())

@@ -486,6 +486,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                               'conkernelclient/local.py'),
                                        'conkernelclient.local.ConKernelManager._port_strategy': ( 'local.html#conkernelmanager._port_strategy',
                                                                                                   'conkernelclient/local.py'),
+                                       'conkernelclient.local.ConKernelManager._reconcile_connection_info': ( 'local.html#conkernelmanager._reconcile_connection_info',
+                                                                                                              'conkernelclient/local.py'),
                                        'conkernelclient.local.ConKernelManager._told_ports': ( 'local.html#conkernelmanager._told_ports',
                                                                                                'conkernelclient/local.py'),
                                        'conkernelclient.local.ConKernelManager._transport_encryption_default': ( 'local.html#conkernelmanager._transport_encryption_default',

@@ -360,6 +360,14 @@ async def _async_launch_kernel(self:ConKernelManager, kernel_cmd:list, **kw):
     self.provisioner.connection_info.update(ports)
     if self._registration_written: self._write_classic_file()
 
+@patch
+def _reconcile_connection_info(self:ConKernelManager, info:dict):
+    "`jupyter_client`'s check that the file matches what was launched; skipped for a kernel still to tell its ports, whose file is its own to fill in."
+    # jupyter_client rewrites a file that differs from the launch's info, right after the launch: a fast kernel's ports written
+    # back by then would be overwritten with zeros (and a registration file replaced by an ordinary one) and never told again
+    if self.transport=='tcp' and not any(getattr(self, n) for n in port_names): return
+    super(ConKernelManager, self)._reconcile_connection_info(info)
+
 async def _written_ports(path:str):
     "The ports a kernel given zeros writes into its connection file `path`, once it has."
     while (ports := _ports_in(path)) is None: await asyncio.sleep(0.005)

@@ -8,6 +8,7 @@ from jupyter_client.session import Session
 from conkernelclient import ConKernelManager, DeadKernelError, StartTimeoutError
 from conkernelclient.tinykernel import TinySpecs, tiny_manager
 from conftest import kernel, run
+from conkernelclient.local import _ports_in
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -207,3 +208,26 @@ def test_four_processes_each_starting_five_ipykernels_at_once_lose_none():
     outs = [p.communicate(timeout=170) for p in procs]
     print(f'\n4 processes x 5 concurrent ipykernel starts: {sum(int(o.strip() or 0) for o,_ in outs)} of 20 answered in {time.monotonic()-t:.1f} s')
     assert [o.strip() for o,_ in outs] == ['5']*4, [e[-2000:] for _,e in outs]
+
+class LateLauncher(ConKernelManager):
+    "A manager on a loaded machine: by the time it checks the file after the launch, the kernel has sent its handshake, or filled in its ports."
+    def _reconcile_connection_info(self, info):
+        if self._registration is not None: zmq.Socket.shadow(self._registration.underlying).poll(30000)  # the kernel's handshake has come
+        else:  # zeros: it has written its ports (a blocking wait, as a busy loop would be late)
+            deadline = time.monotonic()+30
+            while _ports_in(self.connection_file) is None and time.monotonic() < deadline: time.sleep(0.01)
+        super()._reconcile_connection_info(info)
+
+@pytest.mark.parametrize('kind', ['zero', 'handshake'])
+def test_a_kernel_quicker_than_its_manager_keeps_the_ports_it_told(kind):
+    "`jupyter_client` rewrites the file right after the launch when it differs: a kernel that filled in its ports first must not lose them."
+    async def main():
+        specs = TinySpecs(protocol='5.6' if kind=='handshake' else '5.3')
+        km = LateLauncher(kernel_name='tiny', kernel_spec_manager=specs, session=Session(key=b'k'), ports_timeout=20)
+        await km.start_kernel()
+        try:
+            kc = await km.client().start_channels(timeout=30)
+            assert km._port_strategy()==kind and (await kc.execute('x', reply=True, timeout=10))['content']['status']=='ok'
+            await kc.astop_channels()
+        finally: await km.shutdown_kernel(now=True)
+    run(main(), 90)

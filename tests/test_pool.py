@@ -206,3 +206,18 @@ def test_a_blocking_pool_never_closed_shuts_its_kernels_down_at_exit(tmp_path):
     pid, path = out.stdout.split()
     assert out.returncode == 0 and not os.path.exists(path), out.stderr[-2000:]  # a kernel that died with its parent keeps its file
     assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status()==psutil.STATUS_ZOMBIE
+
+def test_at_most_starts_kernels_start_at_a_time():
+    "However many kernels the pool needs, no more than `starts` are starting at once."
+    live, most = 0, 0
+    class Counted(ConKernelManager):
+        async def start_kernel(self, **kw):
+            nonlocal live, most
+            live += 1; most = max(most, live)
+            try: await super().start_kernel(**kw)
+            finally: live -= 1
+    async def main():
+        async with KernelPool(Counted, size=4, starts=2) as pool:
+            await until(lambda: pool._n_idle==4, 90)
+        assert most == 2
+    run(main(), 150)

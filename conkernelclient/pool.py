@@ -97,10 +97,15 @@ async def _warm(self:KernelPool, kc):
     r = await kc.execute(self.warmup, reply=True, timeout=self.start_timeout)
     if r['content']['status']!='ok': raise RuntimeError(f"the pool's warm-up code failed: {r['content'].get('ename')}: {r['content'].get('evalue')}")
 
+async def _stop_clients(km, but=None): # a manager; a client of it to leave running
+    "Stop every client of `km` (but `but`), whatever state each is in."
+    for kc in list(getattr(km, '_clients', ())):
+        if kc is not but:
+            with contextlib.suppress(Exception): await kc.astop_channels()
+
 async def _shut(km):
     "Stop every client of `km` and shut its kernel down, whatever state the start left it in."
-    for kc in list(getattr(km, '_clients', ())):
-        with contextlib.suppress(Exception): await kc.astop_channels()
+    await _stop_clients(km)
     with contextlib.suppress(Exception): await asyncio.shield(km.shutdown_kernel(now=True))
 
 # %% ../nbs/07_pool.ipynb #00d72864
@@ -141,9 +146,7 @@ def _discard(self:KernelPool, kernel:_Kernel):
 async def _take_back(self:KernelPool, kernel:_Kernel):
     "Recycle a kernel whose lease ended: shut it down, or reset and warm it for the next lease."
     self._leased.discard(kernel)
-    for kc in list(getattr(kernel.km, '_clients', ())):
-        if kc is not kernel.kc:
-            with contextlib.suppress(Exception): await kc.astop_channels()
+    await _stop_clients(kernel.km, but=kernel.kc)
     reuse = not self.closed and kernel.uses < self.leases and kernel.kc._state=='ready' and await kernel.km.is_alive()
     if reuse and self.reset:
         try:

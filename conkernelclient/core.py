@@ -21,7 +21,6 @@ from jupyter_client.client import validate_string_dict
 from jupyter_client.jsonutil import ISO8601_PAT, extract_dates, parse_date
 from dateutil.tz import tzoffset, tzutc
 from jupyter_core.utils import ensure_async
-from nbformat.v4 import output_from_msg
 from traitlets import Float, Integer, Type
 
 # %% ../nbs/00_core.ipynb #bfa19425
@@ -135,6 +134,7 @@ def _display_id(msg): return msg['content'].get('transient', {}).get('display_id
 
 def nb_outputs(msgs:list): # iopub messages of one request
     "The nbformat outputs that `msgs` produce, as a notebook would show them."
+    from nbformat.v4 import output_from_msg  # here, not at the top: nbformat's schema validation takes most of a second (or two) to import
     outs,ids,clear_next = [],{},False
     for m in msgs:
         kind = m['msg_type']
@@ -159,6 +159,7 @@ class ConKernelClient(AsyncKernelClient):
     control_channel_class = Type('conkernelclient.local.ConChannel')
     stdin_channel_class = Type('conkernelclient.local.ConChannel')
     iopub_channel_class = Type('conkernelclient.local.ConChannel')
+    hb_channel_class = Type('conkernelclient.local.ConHeartbeat', klass='jupyter_client.channelsabc.HBChannelABC')
     inbox_size = Integer(1000, help="Unawaited replies (and stdin requests) kept per channel for `get_*_msg`; also how many "
                          "abandoned requests are remembered, to drop their late replies").tag(config=True)
     iopub_inbox_size = Integer(1000, help="iopub messages kept for `get_iopub_msg`; past it the oldest are dropped").tag(config=True)
@@ -194,8 +195,16 @@ def _disconnect(self:ConKernelClient):
 
 @patch
 async def _kernel_alive(self:ConKernelClient):
-    "Seam: whether the kernel still exists, asked every `watch_interval` by the watchdog; False fails everything pending."
+    "Seam: whether the kernel still exists, asked while the client waits for it to get ready; False fails the start."
     return True
+
+@patch
+def _check_kernel(self:ConKernelClient):
+    "Seam: called every `watch_interval` by the loop's watcher (without blocking); a transport that learns the kernel is gone calls `_kernel_died`."
+
+@patch
+def _unwatch_kernel(self:ConKernelClient):
+    "Seam: let go of whatever the transport holds to watch the kernel (called once the client needs no watching)."
 
 @patch
 def _owner(self:ConKernelClient):
@@ -678,7 +687,7 @@ def _published(self:ConKernelClient, req:Request, msg:dict):
 
 @patch
 def _unreplied(self:ConKernelClient):
-    "End the requests that went idle over `probe_interval` seconds ago, and whose reply never came (the watchdog asks)."
+    "End the requests that went idle over `probe_interval` seconds ago, and whose reply never came (the watcher asks)."
     q, now = self._no_reply, self._loop.time()
     while q and q[0][0] <= now:
         req = q.popleft()[1]
@@ -1128,6 +1137,7 @@ def _close(self:ConKernelClient, exc:BaseException, keep_input:bool=False): # st
     self._state_waiters = []
     if keep_input and any(r.may_ask for r in self._ghosts.values()): self._keep_janitor()
     for t in [*self._side, *(() if self._janitor else self._vital)]: t.cancel()
+    if not self._janitor: self._unwatch()
 
 # %% ../nbs/00_core.ipynb #223179a8
 @patch
@@ -1212,9 +1222,11 @@ def start_channels(self:ConKernelClient, timeout:float|None=60): # Seconds that 
     if self._state!='new': raise RuntimeError('start_channels was already called on this client')
     if (loop := _running_loop()) is None: raise ClientLoopError('start_channels needs a running event loop: call it from async code')
     _check_timeout(timeout)
+    _check_interval(self.watch_interval)
     self._connect_channels()
     self._open(loop)
-    self._spawn(self._watch())
+    _watcher(loop).add(self)
+    self._check_kernel()  # at once: a transport that can be told of a death (a pidfd) sets that up now
     return _Starting(self, timeout)
 
 @patch
@@ -1269,15 +1281,65 @@ async def _kernel_info_or_welcome(self:ConKernelClient, timeout:float):
     return await res
 
 # %% ../nbs/00_core.ipynb #8029ad7b
+class _Watcher:
+    "The one timer of an event loop, for all its clients: each tick runs the checks of the clients whose `watch_interval` has come round."
+    def __init__(self, loop): self.loop,self.due,self.timer = loop,{},None  # due: {client: loop time of its next check}
+
+    def add(self, kc):
+        self.due[kc] = self._next(kc.watch_interval)
+        self._arm()
+
+    def discard(self, kc):
+        if self.due.pop(kc, None) is None or self.due: return
+        if self.timer is not None: self.timer.cancel()
+        _watchers.pop(self.loop, None)  # the last client gone: so is the timer
+
+    def _next(self, interval):
+        "The next multiple of `interval` on the loop's clock: clients with one interval share ticks, however apart they started."
+        return (math.floor(self.loop.time()/interval)+1)*interval
+
+    def _arm(self):
+        due = min(self.due.values())
+        if self.timer is not None and self.timer.when() <= due: return
+        if self.timer is not None: self.timer.cancel()
+        self.timer = self.loop.call_at(due, self._tick)
+
+    def _tick(self):
+        self.timer, now = None, self.loop.time()+1e-3  # a timer may fire a clock tick early
+        for kc, due in list(self.due.items()):
+            if due > now or kc not in self.due: continue
+            self.due[kc] = self._next(kc.watch_interval)
+            try: kc._tick()
+            except Exception: _log.exception('the watch of %r failed', kc)  # one client's failure must not stop the others' watch
+        if self.due: self._arm()
+
+_watchers = {}  # {event loop: its `_Watcher`}, while it has clients
+
+def _watcher(loop): return _watchers.get(loop) or _watchers.setdefault(loop, _Watcher(loop))
+
+def _check_interval(interval):
+    "`watch_interval` is a finite number of seconds > 0: zero would spin the loop, NaN would never tick."
+    if isinstance(interval, bool) or not isinstance(interval, numbers.Real) or not 0 < interval < 1e9:
+        raise ValueError(f'watch_interval must be a number of seconds > 0 (and < 1e9), not {interval!r}')
+
 @patch
-async def _watch(self:ConKernelClient):
-    "Poll the kernel's life; once it is dead, fail everything pending with `DeadKernelError`."
-    while await self._kernel_alive():
-        await asyncio.sleep(self.watch_interval)
-        if self._no_reply: self._unreplied()
-        if self._should_probe(): self._probe = self.control_request('kernel_info_request', timeout=10*self.probe_interval)
+def _tick(self:ConKernelClient):
+    "The watcher's call, every `watch_interval`: end requests whose reply never came, probe a silent kernel, and have the transport check it lives."
+    if self._no_reply: self._unreplied()
+    if self._should_probe(): self._probe = self.control_request('kernel_info_request', timeout=10*self.probe_interval)
+    self._check_kernel()
+
+@patch
+def _kernel_died(self:ConKernelClient):
+    "The transport knows the kernel is gone: fail everything pending with `DeadKernelError` (a janitor's work is over too)."
     self._close(DeadKernelError('the kernel died'))
     if self._janitor: self._janitor_done()
+
+@patch
+def _unwatch(self:ConKernelClient):
+    "Leave the loop's watcher, and let the transport let go of what it watched with."
+    if (w := _watchers.get(self._loop)) is not None: w.discard(self)
+    self._unwatch_kernel()
 
 @patch
 def _should_probe(self:ConKernelClient):
@@ -1321,6 +1383,7 @@ def _janitor_done(self:ConKernelClient):
     "Stop the janitor: cancel the routers, disconnect, and let go of it."
     if not self._janitor: return
     self._janitor = False
+    self._unwatch()
     for t in self._vital: t.cancel()
     for ghost in list(self._ghosts.values()): self._end(ghost, copy.copy(self._error))
     self._loop.call_soon(self._disconnect)  # maybe called from a router's handler: the connection closes once that step is done

@@ -476,7 +476,7 @@ class RemoteKernelClient(ConKernelClient):
     reconnect_timeout = Float(5, help="Seconds to keep reconnecting a dropped websocket before failing everything pending").tag(config=True)
     rest_interval = Float(1, help="Seconds between REST checks that the kernel still exists, while requests are pending").tag(config=True)
     connect_timeout = Float(30, help="Seconds one websocket connection attempt may take").tag(config=True)
-    _ws,_rest_due = None,0.
+    _ws,_rest_due,_rest_check = None,0.,None
 
     @property
     def channels_running(self): return self._state in ('starting', 'ready')
@@ -563,13 +563,23 @@ def _server_status(self:RemoteKernelClient, msg:dict, inbox):
 
 @patch
 async def _kernel_alive(self:RemoteKernelClient):
-    "Whether the server still has the kernel: asked through REST every `rest_interval` seconds while requests are pending."
-    if self._state!='ready' or self.parent.restarting or not self._requests or self._loop.time() < self._rest_due: return True
+    "Transport: while the client waits for the kernel to get ready, a death is the server's news (a `dead` status, a closed websocket), not a question."
+    return True
+
+@patch
+def _check_kernel(self:RemoteKernelClient):
+    "Transport: whether the server still has the kernel, asked through REST (one question at a time) every `rest_interval` seconds while requests are pending."
+    if self._state!='ready' or self.parent.restarting or not self._requests or self._loop.time() < self._rest_due: return
+    if self._rest_check is not None and not self._rest_check.done(): return
     self._rest_due = self._loop.time()+self.rest_interval
-    try: alive = await self.parent.is_alive(timeout=max(5*self.rest_interval, 5))  # a hung server must not stall the watchdog for long
-    except ServerError: return True  # unreachable or failing: the websocket's reconnection decides
+    self._rest_check = self._aside(self._ask_server())
+
+@patch
+async def _ask_server(self:RemoteKernelClient):
+    "Ask the server whether it has the kernel; close the client if it has not."
+    try: alive = await self.parent.is_alive(timeout=max(5*self.rest_interval, 5))  # a hung server must not hold the question for long
+    except ServerError: return  # unreachable or failing: the websocket's reconnection decides
     if not alive: self._close(DeadKernelError(f'the kernel {self.parent.kernel_id} is gone: the server no longer has it, or reports it dead'))
-    return alive
 
 @patch
 async def is_alive(self:RemoteKernelClient):

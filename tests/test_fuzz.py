@@ -182,7 +182,7 @@ class KernelClientMachine(RuleBasedStateMachine):
         self.run(self.close_all())
         self.run(self.start_kernel())
 
-    def death_bound(self): return 0  # how much longer than the client's watchdog the transport may take to learn of a death
+    def death_bound(self): return 0  # how much longer than the client's watcher the transport may take to learn of a death
     def pid(self): return self.km.provisioner.process.pid
     def step(self, d:float): self.run(asyncio.sleep(d))
 

@@ -175,6 +175,30 @@ def test_nbclient_over_20_notebooks_with_the_pool_gives_the_default_managers_out
         assert len(pids)==20 and not {pid for pid,_ in kernels()} & pids  # a kernel per notebook, none left running
     run(main(), 220)
 
+def test_papermill_over_20_notebooks_with_a_blocking_pool_gives_the_default_managers_outputs(tmp_path):
+    "papermill (blocking, its own event loop) runs each notebook on a leased kernel it is handed (`km=`), unchanged, with the outputs of its default manager."
+    import papermill as pm
+    from conkernelclient import ConBlockingKernelPool
+    def outputs(path): return [[{k: v for k,v in o.items() if k!='execution_count'} for o in c.outputs] for c in nbformat.read(path, 4).cells]
+    paths = []
+    for i, nb in enumerate(small_notebooks(20)):
+        nb.metadata.kernelspec = dict(name='python3', display_name='Python 3', language='python')
+        nbformat.write(nb, tmp_path/f'in{i}.ipynb'); paths.append(str(tmp_path/f'in{i}.ipynb'))
+    t = time.monotonic()
+    for i, p in enumerate(paths): pm.execute_notebook(p, str(tmp_path/f'plain{i}.ipynb'), progress_bar=False)
+    t_plain, t = time.monotonic()-t, time.monotonic()
+    pids = set()
+    with ConBlockingKernelPool(size=2) as pool:
+        for i, p in enumerate(paths):
+            with pool.lease(timeout=60) as lease:
+                pids.add(lease.akm.provisioner.pid)
+                pm.execute_notebook(p, str(tmp_path/f'pooled{i}.ipynb'), km=lease.akm, progress_bar=False)
+    t_pooled = time.monotonic()-t
+    print(f'\n20 small notebooks through papermill: {t_plain:.1f} s with its default manager, {t_pooled:.1f} s leased from a pool of 2')
+    plain, pooled = [outputs(tmp_path/f'plain{i}.ipynb') for i in range(20)], [outputs(tmp_path/f'pooled{i}.ipynb') for i in range(20)]
+    assert pooled==plain and plain[3][0][0]['text']=='6\n' and plain[3][1][0]['data']=={'text/plain': '4'}
+    assert len(pids)==20 and not {pid for pid,_ in kernels()} & pids  # a kernel per notebook, none left running
+
 def test_a_blocking_pool_serves_threads_and_a_dropped_lease_leaves_the_pools_client_alone():
     import gc
     from concurrent.futures import ThreadPoolExecutor

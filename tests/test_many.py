@@ -42,12 +42,13 @@ def test_a_hundred_idle_clients_cost_the_threads_and_timers_of_ten_and_a_killed_
         try:
             pairs += await started(1, watch_interval=60)  # the one to kill: no tick of its own during the test, only the OS's word can tell
             pairs += await started(9)
-            threads10, (cpu10, timers10) = os_threads(), await idle_cost(3)
+            threads10, (cpu10, timers10), fds10 = os_threads(), await idle_cost(3), open_fds()
             pairs += await started(90)
-            threads100, (cpu100, timers100) = os_threads(), await idle_cost(3)
+            threads100, (cpu100, timers100), fds100 = os_threads(), await idle_cost(3), open_fds()
             print(f'\n10 clients: {threads10} threads, {timers10} loop timers, idle CPU {cpu10:.2%}; '
-                  f'100 clients: {threads100} threads, {timers100} loop timers, idle CPU {cpu100:.2%}')
+                  f'100 clients: {threads100} threads, {timers100} loop timers, idle CPU {cpu100:.2%}; {(fds100-fds10)/90:.1f} descriptors a kernel and client')
             assert threads100==threads10 and timers100==timers10, (threads10, threads100, timers10, timers100)
+            assert (fds100-fds10)/90 < 14, (fds10, fds100)  # the README's 11 a client and 2 a kernel's manager (25 with a thread and contexts each)
             (km, kc), others = pairs[0], pairs[1:]
             req = kc.execute('%noreply', reply=True)  # pending until the kernel dies
             await asyncio.wait_for(kc.execute('1', reply=True), 30)  # the kernel has read it (one shell, in order)

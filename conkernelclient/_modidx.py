@@ -696,6 +696,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                  'conkernelclient/remote.py'),
                                         'conkernelclient.remote.RemoteKernelClient._transport_ready': ( 'remote.html#remotekernelclient._transport_ready',
                                                                                                         'conkernelclient/remote.py'),
+                                        'conkernelclient.remote.RemoteKernelClient._unwatch_kernel': ( 'remote.html#remotekernelclient._unwatch_kernel',
+                                                                                                       'conkernelclient/remote.py'),
                                         'conkernelclient.remote.RemoteKernelClient.channels_running': ( 'remote.html#remotekernelclient.channels_running',
                                                                                                         'conkernelclient/remote.py'),
                                         'conkernelclient.remote.RemoteKernelClient.is_alive': ( 'remote.html#remotekernelclient.is_alive',

@@ -572,13 +572,19 @@ def _check_kernel(self:RemoteKernelClient):
     if self._state!='ready' or self.parent.restarting or not self._requests or self._loop.time() < self._rest_due: return
     if self._rest_check is not None and not self._rest_check.done(): return
     self._rest_due = self._loop.time()+self.rest_interval
-    self._rest_check = self._aside(self._ask_server())
+    self._rest_check = self._loop.create_task(self._ask_server())  # the watch's own task, not a side task: an idle client has none
+
+@patch
+def _unwatch_kernel(self:RemoteKernelClient):
+    "Transport: cancel a REST question still in flight."
+    if self._rest_check is not None: self._rest_check.cancel()
 
 @patch
 async def _ask_server(self:RemoteKernelClient):
     "Ask the server whether it has the kernel; close the client if it has not."
     try: alive = await self.parent.is_alive(timeout=max(5*self.rest_interval, 5))  # a hung server must not hold the question for long
     except ServerError: return  # unreachable or failing: the websocket's reconnection decides
+    except Exception as e: return _log.warning('a REST check of kernel %s failed: %r', self.parent.kernel_id, e)  # nor does it kill the client
     if not alive: self._close(DeadKernelError(f'the kernel {self.parent.kernel_id} is gone: the server no longer has it, or reports it dead'))
 
 @patch

@@ -172,6 +172,7 @@ class ConKernelClient(AsyncKernelClient):
     _error = ClientClosedError("channels not started: `kc = await km.client().start_channels()` first")
     kernel_info_reply = {}  # the kernel's answer to the start-up `kernel_info`, once it came
     _requests,_ghosts,_held,_inboxes,_vital,_side,_channels_stopped = {},{},{},{},(),(),False
+    _comms = None  # the comm registry (`kc.comms`, in `comms`), once the client asked for comm routing
     _running,_nsent,_last_busy,_last_idle,_stopping,_asking,_state_waiters,_session_id = {},0,None,None,{},{},(),None
 
 # %% ../nbs/00_core.ipynb #3a4f0b1c
@@ -265,7 +266,7 @@ class Request:
     "One request, from filing to its end: its state, reply, messages and times. `submit` hands it out as a handle."
     __slots__ = ('client', 'msg_id', 'msg_type', 'channel', 'subshell_id', 'seq', 'state', 'msg', 'log', 'first', 'reply', 'idle',
                  'error', 'waiter', 'wants', 'timer', 'timeout', 'on_timeout', 'handle', 'on_stdin', 'asking', 'answering', 'may_ask',
-                 'failing', 'arm', 'stopping', 'occupies', 'cancelled', 'read_all', 'to_inbox', 'wake', 'filed_at', 'sent_at', 't_busy', 't_input', 't_idle')
+                 'failing', 'arm', 'stopping', 'occupies', 'cancelled', 'read_all', 'to_inbox', 'replyless', 'wake', 'filed_at', 'sent_at', 't_busy', 't_input', 't_idle')
 
     def __init__(self, client, msg:dict, channel:str, seq:int, log:bool): # its client; the message; 'shell' or 'control'; filing order; keep a log?
         self.client,self.msg,self.channel,self.seq = client,msg,channel,seq
@@ -275,6 +276,7 @@ class Request:
         self.waiter=self.wants=self.timer=self.timeout=self.on_stdin=self.asking=self.answering=self.failing=self.wake = None
         self.filed_at=self.sent_at=self.t_busy=self.t_input=self.t_idle = None
         self.on_timeout,self.handle,self.may_ask,self.arm,self.stopping,self.occupies,self.cancelled,self.read_all,self.to_inbox = 'leave',*[False]*8
+        self.replyless = False  # a message the kernel answers with no reply (comms): its idle status ends it
 
     def __repr__(self): return f'<Request {self.msg_type} {self.msg_id} {self.state}>'
     def done(self): return self.state in _ENDED
@@ -328,6 +330,18 @@ def _check_str(val, name:str):
     if not isinstance(val, str): raise TypeError(f'{name} must be a str, not {type(val).__name__}')
     return val
 
+def _check_dict(val, name:str):
+    "Return `val` if it is a `dict` or None, else raise a `TypeError` naming `name`."
+    if val is not None and not isinstance(val, dict): raise TypeError(f'{name} must be a dict, not {type(val).__name__}')
+    return val
+
+def _check_buffers(bufs):
+    "`bufs` as a list of bytes-like objects, else a `TypeError`: one that is not would fail later, in the transport."
+    if isinstance(bufs, (list, tuple)) and all(isinstance(b, (bytes, bytearray, memoryview)) for b in bufs): return list(bufs)
+    raise TypeError(f'buffers must be a list of bytes, bytearray or memoryview, not {bufs!r:.80}')
+
+_COMM_TYPES = frozenset({'comm_open', 'comm_msg', 'comm_close'})
+
 _POLICIES = ('leave', 'interrupt', 'detach')
 
 def _check_policy(on_timeout):
@@ -380,16 +394,20 @@ def _request(self:ConKernelClient,
              on_stdin=None, # `async f(input_request)` that answers the request's `input()` calls
              on_timeout:str='leave', # When the wait gives up: 'leave' the code running, 'interrupt' it (never run it), or 'detach'
              handle:bool=False, # Return the `Request` itself, a handle to wait on, read and cancel later
-             ready_check:bool=False): # The start-up handshake's own request, allowed while a restart runs
+             ready_check:bool=False, # The start-up handshake's own request, allowed while a restart runs
+             replyless:bool=False, # A message the kernel answers with no reply (a comm's): its idle status ends it
+             buffers:list|None=None, # Binary buffers sent with the message (comms)
+             metadata:dict|None=None): # The message's metadata
     "Send a request now (or hold it until its shell is free); return its msg_id, a future of its reply or `Result`, or its handle."
     self._check_open()
     if not ready_check: self._check_not_restarting()
     _check_timeout(timeout); _check_policy(on_timeout)
-    msg = self.session.msg(msg_type, content)
+    msg = self.session.msg(msg_type, content, metadata=_check_dict(metadata, 'metadata'))
+    if buffers: msg['buffers'] = _check_buffers(buffers)
     if msg_id is not None: msg['header']['msg_id'] = msg['msg_id'] = _check_str(msg_id, 'msg_id')
     if subshell_id is not None: msg['header']['subshell_id'] = _check_str(subshell_id, 'subshell_id')
     req = Request(self, msg, channel, next(self._filed), outputs or handle or on_stdin is not None or on_timeout=='detach')
-    req.on_timeout,req.handle,req.on_stdin = on_timeout,handle,on_stdin
+    req.on_timeout,req.handle,req.on_stdin,req.replyless = on_timeout,handle,on_stdin,replyless
     req.may_ask = on_stdin is not None or bool(content.get('allow_stdin'))  # until it replies, it may ask for input
     self._file(req)
     req.filed_at = time.time()
@@ -597,9 +615,10 @@ def _on_reply(self:ConKernelClient, msg:dict, inbox:_Inbox):
 
 @patch
 def _on_iopub(self:ConKernelClient, msg:dict, inbox:_Inbox):
-    "An iopub message: generation, kernel state, its request, else `inbox`."
+    "An iopub message: generation, its comm (once the client routes comms: see `comms`), kernel state, its request, else `inbox`."
     if msg['header'].get('session') != self._kernel_session and not self._same_kernel(msg): return
     if msg['msg_type']=='iopub_welcome' and not self._welcome.done(): self._welcome.set_result(msg)
+    if self._comms is not None and msg['msg_type'] in _COMM_TYPES and self._comms._route(msg): return  # the comm's, and only the comm's
     mid = msg['parent_header'].get('msg_id')
     req = self._requests.get(mid) or self._ghosts.get(mid)
     kept = req is not None and self._published(req, msg)
@@ -670,7 +689,7 @@ def _published(self:ConKernelClient, req:Request, msg:dict):
             if req.state=='sent': self._started(req)
         elif state=='idle':
             req.t_idle,req.idle = msg['header'].get('date'),True
-            if req.reply is None: self._no_reply.append((self._loop.time()+self.probe_interval, req))  # a reply may trail its idle: not for long
+            if req.reply is None and not req.replyless: self._no_reply.append((self._loop.time()+self.probe_interval, req))  # a reply may trail its idle: not for long
     elif kind=='execute_input':
         req.t_input = msg['header'].get('date')
         if req.state=='sent': self._started(req)
@@ -682,7 +701,7 @@ def _published(self:ConKernelClient, req:Request, msg:dict):
             del log[:n]
             req.first += n
         _wake(req)
-    if req.idle and req.reply is not None: self._end(req, req.failing)
+    if req.idle and (req.reply is not None or req.replyless): self._end(req, req.failing)
     return log is not None
 
 @patch
@@ -1115,6 +1134,7 @@ def _fail_pending(self:ConKernelClient, exc:BaseException, keep_input:bool=False
         if keep_input and req.may_ask and req.state!='queued': self._orphan(req, copy.copy(exc))
         else: self._end(req, copy.copy(exc))
     self._asking.clear()
+    if self._comms is not None: self._comms._end_all(exc)  # the kernel's side of every comm is gone, or out of reach
 
 @patch
 def _orphan(self:ConKernelClient, req:Request, exc:BaseException):
@@ -1171,12 +1191,13 @@ def _speaks_for_kernel(self:ConKernelClient, msg:dict):
 @patch
 def _new_generation(self:ConKernelClient, exc:KernelRestartedError, since:Request|None=None): # the first request the new kernel got; None: all went to the old one
     "The kernel was replaced: fail the requests sent to the old one with `exc`, and ignore whatever the old one still sends."
-    self._retire()
+    self._retire(exc)
     self._fail_before(None if since is None else since.seq, exc)
 
 @patch
-def _retire(self:ConKernelClient):
-    "Forget the kernel's session and what it was running: whatever that kernel still sends is dropped."
+def _retire(self:ConKernelClient, exc:KernelRestartedError):
+    "Forget the kernel's session and what it was running (its comms end with `exc`): whatever that kernel still sends is dropped."
+    if self._comms is not None: self._comms._end_all(exc)
     if self._kernel_session is not None: self._old_sessions.add(self._kernel_session)
     self._kernel_session = None
     self._running.clear()
@@ -1192,7 +1213,7 @@ def _fail_before(self:ConKernelClient, seq:int|None, exc:BaseException):
 def _fence(self:ConKernelClient, exc:KernelRestartedError):
     "A new kernel announced itself, at some point after it began to take requests: fence them with a question of our own."
     # the shell answers in order, so a request filed before the fence and unanswered when the fence is, went to the old kernel
-    self._retire()
+    self._retire(exc)
     try: fence = self.kernel_info(reply=True, timeout=60)
     except Exception: return self._fail_pending(exc)
     seq = fence.request.seq

@@ -33,7 +33,9 @@ class ConChannel(ChannelView, AsyncZMQSocketChannel):
         "Sign and send `msg` now, raising at once if the socket refuses it."
         if self.session.adapt_version: msg = adapt(msg, self.session.adapt_version)
         try:
-            fut = self.socket.send_multipart(self.session.serialize(msg))
+            frames = self.session.serialize(msg)
+            if msg.get('buffers'): frames.extend(msg['buffers'])  # after the signed parts, as `Session.send` puts them
+            fut = self.socket.send_multipart(frames)
             if fut.done(): fut.result()  # a closed socket raises here, at call time
         except zmq.ZMQError as e: raise DeadKernelError(f"cannot send {msg['msg_type']}: {e}") from e
 

@@ -38,5 +38,6 @@ def test_readme_examples_run(capsys):
     assert "['0\\n', '1\\n', '2\\n', '3\\n']" in out
     assert 'hello from nbclient\n 1024' in out
     assert '100 hello from the server' in out
+    assert "echoed {'ping': 1} b'raw bytes'" in out
     assert '{"warm": true}\npooled nbclient' in out
     assert str([str(i**2) for i in range(16)]) in out

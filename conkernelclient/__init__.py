@@ -7,4 +7,4 @@ from .subshells import KernelFeatureError, KernelReplyError, SubshellPool
 from .remote import AuthenticationError, RemoteKernelClient, RemoteKernelManager, ServerError
 from .blocking import ConBlockingKernelClient, ConBlockingKernelManager, ForkedClientError
 from .pool import BlockingLease, ConBlockingKernelPool, KernelPool, Lease, PoolClosedError
-from .comms import Comm, CommError, Comms
+from .comms import BlockingComm, BlockingComms, BlockingWidgets, Comm, CommError, Comms, Widgets

@@ -1,8 +1,9 @@
 "Comms routed by `comm_id`, over each transport (ZMQ, the websocket's v1 framing and its legacy JSON protocol), on ipykernel's own comm manager."
-import asyncio, os, signal
-import pytest
-from conkernelclient import ClientClosedError, DeadKernelError, KernelRestartedError
-from conkernelclient.comms import CommError
+import asyncio, json, os, signal, threading, time
+import nbformat, pytest
+from nbclient import NotebookClient
+from conkernelclient import ClientClosedError, ConKernelManager, DeadKernelError, KernelRestartedError
+from conkernelclient.comms import WIDGET_STATE, CommError
 from conftest import run
 from test_transports import open_kernel  # the fixture: one test per transport
 
@@ -16,8 +17,9 @@ get_comm_manager().register_target('echo', echo)
 '''
 
 async def ok(kc, code:str):
-    r = await kc.execute(code, reply=True, timeout=30)
-    assert r['content']['status']=='ok', r['content']
+    "Run `code`, and wait for its idle status: what it published on iopub (its comms' messages) has come by then."
+    r = await kc.execute(code, outputs=True, timeout=30)
+    assert r.reply['content']['status']=='ok', r.reply['content']
 
 def test_a_kernel_opened_comm_gets_its_open_its_100_messages_in_order_and_its_close(open_kernel):
     async def main():
@@ -140,3 +142,103 @@ def test_a_comm_nobody_reads_keeps_its_newest_messages_and_counts_the_rest(open_
             comm = await asyncio.wait_for(opened, 10)
             assert comm.dropped==150 and [m['content']['data']['n'] async for m in comm]==list(range(150, 200))
     run(main())
+
+WIDGET_CELLS = ['import ipywidgets as W', "s = W.IntSlider(value=3, description='n')\ns",
+                "img = W.Image(value=b'\\x89PNG not really', format='png')\nimg", 's.value = 5\nb = W.BoundedIntText(value=1, max=10)']
+
+def same_ids(doc:dict):
+    "`doc` with its model ids (keys, and `IPY_MODEL_` references) renamed in order of creation, so two runs compare."
+    text = json.dumps(doc)
+    for i, mid in enumerate(doc['state']): text = text.replace(mid, f'model{i}')
+    return json.loads(text)
+
+def test_the_widget_state_of_a_run_is_what_nbclient_stores_for_the_same_notebook(open_kernel):
+    async def main():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in WIDGET_CELLS])
+        await NotebookClient(nb, kernel_manager_class=ConKernelManager, timeout=60).async_execute()
+        stored = nb.metadata.widgets[WIDGET_STATE]
+        async with open_kernel() as (km, kc):
+            w = kc.widgets
+            for code in WIDGET_CELLS: await ok(kc, code)
+            ours = w.state()
+        assert len(stored['state'])==len(ours['state'])>=5 and any(m.get('buffers') for m in ours['state'].values())
+        assert same_ids(ours)==same_ids(stored)
+    run(main())
+
+async def round_trip(w, mid:str, state:dict, **kw):
+    "Seconds from setting `state` on model `mid` to the kernel's echo of it (after its observers ran), and the echo."
+    comm = w.comms.comms[mid]
+    comm.msgs.clear()
+    t = time.monotonic()
+    await w.set(mid, state, timeout=30, **kw)
+    echo = await asyncio.wait_for(comm.__anext__(), 30)
+    return time.monotonic()-t, echo
+
+def test_a_widget_set_from_the_client_runs_the_kernels_observer_and_the_kernels_word_comes_back(open_kernel):
+    async def main():
+        async with open_kernel() as (km, kc):
+            w = kc.widgets
+            await ok(kc, 'import ipywidgets as W\nb = W.BoundedIntText(value=1, max=10)\nseen = []\nb.observe(lambda ch: seen.append(ch["new"]), "value")')
+            mid, = w.ids('BoundedIntTextModel')
+            secs, echo = await round_trip(w, mid, {'value': 7})
+            assert echo['content']['data']['state']=={'value': 7} and w.models[mid]['value']==7
+            assert (await kc.execute('print(b.value, seen)', outputs=True, timeout=10)).outputs[0].text=='7 [7]\n'
+            await w.set(mid, {'value': 50}, timeout=10)  # past its max: the kernel clamps it, and says so
+            await ok(kc, 'pass')  # whatever the kernel sent for it has come (iopub is in order, before this idle)
+            assert w.models[mid]['value']==10, w.models[mid]
+            assert (await kc.execute('print(b.value, seen)', outputs=True, timeout=10)).outputs[0].text=='10 [7, 10]\n'
+            print(f'\nwidget round trip on the main shell (set, observer, echo): {secs*1000:.1f} ms')
+    run(main())
+
+def test_a_widget_made_on_a_subshell_is_operated_there_while_a_3_s_cell_runs_on_the_main_shell(open_kernel):
+    async def main():
+        async with open_kernel() as (km, kc):
+            w = kc.widgets
+            sid = await kc.create_subshell()
+            try:
+                await ok(kc, 'import time, ipywidgets as W')
+                r = await kc.execute('s = W.IntSlider()\nwhen = []\ns.observe(lambda ch: when.append(time.monotonic()), "value")',
+                                     reply=True, timeout=30, subshell_id=sid)
+                assert r['content']['status']=='ok'
+                mid, = w.ids('IntSliderModel')
+                cell = kc.execute('t0 = time.monotonic(); time.sleep(3); t1 = time.monotonic()', reply=True, timeout=30)
+                await kc.wait_state(lambda s: None in s.running, timeout=10)
+                secs, echo = await round_trip(w, mid, {'value': 5}, subshell_id=sid)
+                assert not cell.done() and echo['content']['data']['state']=={'value': 5}  # during the cell
+                await cell
+                assert (await kc.execute("print(when[0] < t1)", outputs=True, timeout=10)).outputs[0].text=="True\n"  # its observer ran before the cell ended
+                print(f'\nwidget round trip through a subshell while a 3 s cell runs on the main shell: {secs*1000:.1f} ms')
+            finally: await kc.delete_subshell(sid)
+    run(main())
+
+def test_comms_and_widgets_from_threads():
+    "The blocking facade: threads open comms, send and read; handlers and callbacks run off the loop, in order; a widget set from a thread."
+    from concurrent.futures import ThreadPoolExecutor
+    from conkernelclient import ConBlockingKernelManager
+    with ConBlockingKernelManager() as km:
+        km.start_kernel()
+        kc = km.client()
+        assert kc.execute(ECHO, reply=True, timeout=60)['content']['status']=='ok'
+        def job(j):
+            comm = kc.comms.open('echo', timeout=10)
+            for i in range(20): comm.send({'j': j, 'i': i}, buffers=[bytes([j, i])])
+            got = [(m['content']['data']['i'], bytes(m['buffers'][0])) for m in (comm.next(10) for _ in range(20))]
+            comm.close()
+            return got
+        with ThreadPoolExecutor(4) as ex: results = list(ex.map(job, range(4)))
+        assert results==[[(i, bytes([j, i])) for i in range(20)] for j in range(4)]
+        seen, threads, done = [], set(), threading.Event()
+        def take(comm):
+            threads.add(threading.current_thread().name)
+            comm.on_msg(lambda m: (seen.append(m['content']['data']['n']), threads.add(threading.current_thread().name), m['content']['data']['n']==49 and done.set()))
+        kc.comms.register_target('counter', take)
+        assert kc.execute("import time\nfrom comm import create_comm\nc = create_comm(target_name='counter')\ntime.sleep(0.5)\n"
+                          "for i in range(50): c.send({'n': i})", reply=True, timeout=30)['content']['status']=='ok'
+        assert done.wait(30) and seen==list(range(50)) and all(t.startswith('conkernelclient-callback') for t in threads), (seen, threads)
+        w = kc.widgets
+        kc.execute('import ipywidgets as W\ns = W.IntSlider(value=1)', reply=True, timeout=30)
+        assert kc.execute('pass', outputs=True, timeout=10).reply['content']['status']=='ok'  # its idle: the models have come
+        mid, = w.ids('IntSliderModel')
+        w.set(mid, {'value': 9}, timeout=10)
+        assert w.model(mid)['value']==9 and kc.execute('print(s.value)', outputs=True, timeout=10).outputs[0].text=='9\n'
+        assert w.state()['state'][mid]['state']['value']==9

@@ -39,5 +39,6 @@ def test_readme_examples_run(capsys):
     assert 'hello from nbclient\n 1024' in out
     assert '100 hello from the server' in out
     assert "echoed {'ping': 1} b'raw bytes'" in out
+    assert 'slider 7 7' in out
     assert '{"warm": true}\npooled nbclient' in out
     assert str([str(i**2) for i in range(16)]) in out

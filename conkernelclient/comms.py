@@ -202,11 +202,12 @@ class Widgets:
         "Merge the state a widget message carries (an open, an update, an echo) into its model; custom messages carry none."
         data = msg['content'].get('data')
         if not isinstance(data, dict) or not isinstance(data.get('state'), dict): return
-        mid = msg['content']['comm_id']
-        self.models.setdefault(mid, {}).update(data['state'])
-        if paths := data.get('buffer_paths'):
-            self.buffers.setdefault(mid, {}).update({tuple(p): dict(data=base64.b64encode(b).decode(), encoding='base64', path=p)
-                                                     for p, b in zip(paths, msg['buffers'])})
+        self._merge(msg['content']['comm_id'], data['state'], zip(data.get('buffer_paths') or [], msg['buffers']))
+
+    def _merge(self, mid:str, state:dict, buffers): # the model's id; its changed state; (path in the state, buffer) pairs
+        self.models.setdefault(mid, {}).update(state)
+        for path, buf in buffers:
+            self.buffers.setdefault(mid, {})[tuple(path)] = dict(data=base64.b64encode(buf).decode(), encoding='base64', path=list(path))
 
     def ids(self, model_name:str): # e.g. 'IntSliderModel'
         "The ids of the models named `model_name`, oldest first."
@@ -234,6 +235,24 @@ def set(self:Widgets, model_id:str, # The model's id (its comm's)
     fut = comm.send(dict(method='update', state=_check_dict(state, 'state'), buffer_paths=[]), wait=True, timeout=timeout, subshell_id=subshell_id)
     self.models[model_id].update(state)
     return fut
+
+@patch
+async def sync(self:Widgets, timeout:float|None=None): # Seconds to wait for the kernel's answer
+    "Learn every model the kernel has, those made before `kc.widgets` was asked for too (ipywidgets 8's control comm); returns `state()`."
+    try: control = await self.comms.open('jupyter.widget.control', metadata=dict(version='1.0.0'), timeout=timeout)
+    except CommError: return self.state()  # no control target: ipywidgets was never imported there, so there is no widget
+    try:
+        control.send(dict(method='request_states'))
+        msg = await asyncio.wait_for(control.__anext__(), timeout)
+    finally: control.close()
+    data, found = msg['content']['data'], collections.defaultdict(list)
+    for path, buf in zip(data.get('buffer_paths') or [], msg['buffers']): found[path[0]].append((path[2:], buf))  # [model, 'state', *path]
+    for mid, model in data['states'].items():
+        if mid not in self.comms.comms:  # its comm was opened before this client routed comms: the kernel still has it
+            self.comms.comms[mid] = comm = Comm(self.comms, mid, WIDGET_TARGET, None, self.comms.maxsize)
+            comm.on_msg(self._update)
+        self._merge(mid, model['state'], found[mid])
+    return self.state()
 
 ConKernelClient._widgets = None
 
@@ -305,6 +324,7 @@ class BlockingWidgets:
     def state(self): return self.bkc._run(_call(self.awidgets.state, (), {}))
     def ids(self, model_name:str): return self.bkc._run(_call(self.awidgets.ids, (model_name,), {}))
     def model(self, model_id:str): return self.bkc._run(_call(lambda: copy.deepcopy(self.awidgets.models[model_id]), (), {}))
+    def sync(self, timeout:float|None=None): return self.bkc._run(self.awidgets.sync(timeout))
     def set(self, model_id:str, state:dict, timeout:float|None=None, subshell_id:str|None=None):
         "Blocking `Widgets.set`: returns once the kernel has applied `state` (its observers have run)."
         return self.bkc._run(_call(self.awidgets.set, (model_id, state), dict(timeout=timeout, subshell_id=subshell_id)))

@@ -242,3 +242,20 @@ def test_comms_and_widgets_from_threads():
         w.set(mid, {'value': 9}, timeout=10)
         assert w.model(mid)['value']==9 and kc.execute('print(s.value)', outputs=True, timeout=10).outputs[0].text=='9\n'
         assert w.state()['state'][mid]['state']['value']==9
+
+def test_widgets_made_before_the_client_asked_are_learnt_with_sync_and_can_be_set(open_kernel):
+    async def main():
+        async with open_kernel() as (km, kc):
+            assert (await kc.widgets.sync(timeout=10))['state']=={} and not kc.comms.comms  # ipywidgets not even imported: no widget, no error
+        async with open_kernel() as (km, kc):
+            await ok(kc, 'import ipywidgets as W\nold = W.IntSlider(value=4)\nimg = W.Image(value=b"bytes!")\nseen = []\nold.observe(lambda ch: seen.append(ch["new"]), "value")')
+            w = kc.widgets
+            assert w.ids('IntSliderModel')==[]  # made before: unknown
+            doc = await w.sync(timeout=10)
+            (mid,), (img,) = w.ids('IntSliderModel'), w.ids('ImageModel')
+            assert doc['state'][mid]['state']['value']==4 and len(doc['state'])>=5
+            assert doc['state'][img]['buffers']==[dict(data='Ynl0ZXMh', encoding='base64', path=['value'])]  # b'bytes!'
+            await w.set(mid, {'value': 6}, timeout=10)
+            assert (await kc.execute('print(old.value, seen)', outputs=True, timeout=10)).outputs[0].text=='6 [6]\n'
+            assert not [c for c in kc.comms.comms.values() if c.target_name=='jupyter.widget.control']  # the control comm was closed
+    run(main())

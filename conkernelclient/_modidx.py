@@ -200,6 +200,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'conkernelclient.comms.Comms.__repr__': ('comms.html#comms.__repr__', 'conkernelclient/comms.py'),
                                        'conkernelclient.comms.Comms._end_all': ('comms.html#comms._end_all', 'conkernelclient/comms.py'),
                                        'conkernelclient.comms.Comms._route': ('comms.html#comms._route', 'conkernelclient/comms.py'),
+                                       'conkernelclient.comms.Comms.maxsize': ('comms.html#comms.maxsize', 'conkernelclient/comms.py'),
                                        'conkernelclient.comms.Comms.open': ('comms.html#comms.open', 'conkernelclient/comms.py'),
                                        'conkernelclient.comms.Comms.register_target': ( 'comms.html#comms.register_target',
                                                                                         'conkernelclient/comms.py'),

@@ -43,13 +43,14 @@ def _call(self:Comm, cb, *args):
         self._chain = _kept_task(_after(self._chain, cb, args, self), self.comms.tasks, self.comms.kc._loop)
         return
     try: cb(*args)
-    except Exception: _log.exception('a callback of %r failed', self)
+    except BaseException: _log.exception('a callback of %r failed', self)  # even a KeyboardInterrupt: it must not take the router down
 
 async def _after(prev, cb, args, comm):
     "Await task `prev` (if any), then `cb(*args)`: the order in which the comm's messages came."
     if prev is not None: await asyncio.wait([prev])
     try: await cb(*args)
-    except Exception: _log.exception('a callback of %r failed', comm)
+    except asyncio.CancelledError: raise
+    except BaseException: _log.exception('a callback of %r failed', comm)
 
 @patch
 def _wake(self:Comm):
@@ -87,7 +88,7 @@ async def __anext__(self:Comm):
     "The next message the kernel sent; at the end, `StopAsyncIteration`, or the error that ended the comm."
     while not self.msgs:
         if self.closed:
-            if self.error is not None: raise self.error
+            if self.error is not None: raise copy.copy(self.error)
             raise StopAsyncIteration
         if self._arrived is None: self._arrived = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._arrived)  # shielded: a reader that gives up does not cancel what others may wait on
@@ -126,6 +127,13 @@ class Comms:
 
     def __repr__(self): return f'<Comms: {len(self.comms)} open, targets {sorted(self.targets)}>'
 
+    @property
+    def maxsize(self): return self._maxsize
+    @maxsize.setter
+    def maxsize(self, n:int):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f'maxsize must be an int >= 1, not {n!r}')
+        self._maxsize = n
+
     def register_target(self, target_name:str, handler): # `handler(comm)`, plain or async
         "Take the comms the kernel opens on `target_name`: `handler` gets each one, as it opens."
         self.targets[_check_str(target_name, 'target_name')] = handler
@@ -146,7 +154,7 @@ def _route(self:Comms, msg:dict):
     content = msg['content']
     if not isinstance(content, dict) or not isinstance(cid := content.get('comm_id'), str): return False
     if msg['msg_type']=='comm_open':
-        handler = self.targets.get(content.get('target_name'))
+        handler = self.targets.get(tn) if isinstance(tn := content.get('target_name'), str) else None
         if handler is None or cid in self.comms: return False
         comm = self.comms[cid] = Comm(self, cid, content['target_name'], msg, self.maxsize)
         comm._call(handler, comm)

@@ -259,3 +259,21 @@ def test_widgets_made_before_the_client_asked_are_learnt_with_sync_and_can_be_se
             assert (await kc.execute('print(old.value, seen)', outputs=True, timeout=10)).outputs[0].text=='6 [6]\n'
             assert not [c for c in kc.comms.comms.values() if c.target_name=='jupyter.widget.control']  # the control comm was closed
     run(main())
+
+def test_ill_typed_comm_messages_and_failing_callbacks_do_not_stop_the_routing():
+    "Whatever a kernel sends on iopub and whatever a callback raises (a `KeyboardInterrupt` too), the router goes on: the next message arrives."
+    async def main():
+        from conftest import kernel
+        async with kernel() as (km, kc):
+            opened = asyncio.get_running_loop().create_future()
+            kc.comms.register_target('t', opened.set_result)
+            await ok(kc, "k = get_ipython().kernel\nsend = lambda kind, content: k.session.send(k.iopub_socket, kind, content, parent=k.get_parent())\n"
+                         "send('comm_open', {'comm_id': 'a', 'target_name': ['unhashable']})\nsend('comm_msg', {'comm_id': 7, 'data': {}})\n"
+                         "send('comm_open', {'comm_id': 'b', 'target_name': 't', 'data': {}})")
+            comm = await asyncio.wait_for(opened, 10)
+            def boom(m): raise KeyboardInterrupt('a callback gone wrong')
+            comm.on_msg(boom)
+            await ok(kc, "send('comm_msg', {'comm_id': 'b', 'data': {'n': 1}})\nsend('comm_msg', {'comm_id': 'b', 'data': {'n': 2}})")
+            assert [(await comm.__anext__())['content']['data']['n'] for _ in range(2)]==[1, 2] and kc._state=='ready'
+            with pytest.raises(ValueError, match='maxsize'): kc.comms.maxsize = 0
+    run(main())

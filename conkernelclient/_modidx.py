@@ -290,6 +290,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._hold': ( 'core.html#conkernelclient._hold',
                                                                                       'conkernelclient/core.py'),
+                                      'conkernelclient.core.ConKernelClient._idle_lost': ( 'core.html#conkernelclient._idle_lost',
+                                                                                           'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._input_from': ( 'core.html#conkernelclient._input_from',
                                                                                             'conkernelclient/core.py'),
                                       'conkernelclient.core.ConKernelClient._input_from_hook': ( 'core.html#conkernelclient._input_from_hook',

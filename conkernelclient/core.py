@@ -219,6 +219,7 @@ def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the state of a client whose connection just opened, and start its routers."
     self._requests,self._ghosts,self._held,self._busy,self._finished,self._asking = {},{},{},{},{},{}
     self._running,self._last_busy,self._last_idle,self._state_waiters,self._nsent,self._stopping,self._no_reply = {},None,None,[],0,{},deque()
+    self._no_idle = deque()  # (when to ask, request) for replies whose idle status has not come
     self._vital,self._side,self._filed = [],set(),itertools.count()
     self._kernel_session,self._old_sessions,self._session_id = None,set(),self.session.session  # the id read once: a traitlet is slow to reach
     self.bad_messages,self._error,self._loop,self._state,self._thread = 0,None,loop,'starting',threading.get_ident()
@@ -674,6 +675,7 @@ def _replied(self:ConKernelClient, req:Request, msg:dict):
         if req.timer is not None: req.timer.cancel()
         if not w.done(): w.set_result(msg)
     if req.idle: return self._end(req, req.failing)
+    self._no_idle.append((self._loop.time()+self.probe_interval, req))  # its idle follows at once, unless iopub lost it
     if req.stopping and req.timer is None: req.timer = self._loop.call_later(self.probe_interval, self._end, req)  # a lost idle must not hold its shell
     if req.waiter is None and req.log is None: self._haunt(req)  # nobody reads it: keep only what its idle needs
     if req.wake is not None: _wake(req)
@@ -713,6 +715,22 @@ def _unreplied(self:ConKernelClient):
         if req.done() or req.reply is not None: continue
         why = ' (an interrupt sent for it landed as the kernel finished it, and ipykernel then drops the reply)' if req.stopping else ''
         self._end(req, NoReplyError(f'the kernel finished request {req.msg_id} without replying to it{why}'))
+
+@patch
+def _idle_lost(self:ConKernelClient):
+    "Fence the requests replied over `probe_interval` ago whose idle has not come: a `kernel_info` on control whose idle comes proves theirs lost."
+    q, now, due = self._no_idle, self._loop.time(), []
+    while q and q[0][0] <= now:
+        req = q.popleft()[1]
+        if req.state=='replied': due.append(req)
+    if not due: return
+    again = lambda: self._no_idle.extend((self._loop.time()+self.probe_interval, r) for r in due if r.state=='replied')
+    try: fence = self._request('control', 'kernel_info_request', {}, outputs=True, timeout=10*self.probe_interval)
+    except Exception: return again()  # refused now (a restart runs): ask later; a stop or death ends them anyway
+    def judged(f):
+        if f.cancelled() or f.exception() is not None: return again()  # no word from the kernel either
+        for r in due: self._end(r, r.failing)  # iopub is one ordered stream: their idle, published before this one's, was lost
+    fence.add_done_callback(judged)
 
 @patch
 def _started(self:ConKernelClient, req:Request):
@@ -1347,6 +1365,7 @@ def _check_interval(interval):
 def _tick(self:ConKernelClient):
     "The watcher's call, every `watch_interval`: end requests whose reply never came, probe a silent kernel, and have the transport check it lives."
     if self._no_reply: self._unreplied()
+    if self._no_idle: self._idle_lost()
     if self._should_probe(): self._probe = self.control_request('kernel_info_request', timeout=10*self.probe_interval)
     self._check_kernel()
 

@@ -194,3 +194,15 @@ def test_input_right_after_start_is_never_lost():
                 r = await kc.execute('input("?")', on_input=lambda prompt, password: 'x', outputs=True, timeout=10)
                 assert r.outputs[0].data['text/plain'] == "'x'"
     run(main())
+
+def test_a_lost_idle_status_is_found_lost_by_a_fence_and_the_request_ends_with_its_reply():
+    "The reply came, the idle never will (the tiny kernel's `%noidle`): after `probe_interval`, a `kernel_info` on control whose idle comes proves it lost."
+    async def main():
+        async with kernel(make=tiny_manager) as (km, kc):
+            t0 = time.monotonic()
+            res = await kc.execute('%print 2\n%noidle', outputs=True, timeout=30)
+            secs = time.monotonic()-t0
+            assert res.status=='ok' and [o.text for o in res.outputs]==['0\n1\n'], res
+            assert kc.probe_interval <= secs < 2*kc.probe_interval + 5*kc.watch_interval, secs  # the watcher asked once the reply had waited
+            assert settled(kc) and all(r.done() for _, r in kc._no_idle)
+    run(main())

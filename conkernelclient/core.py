@@ -725,6 +725,7 @@ def _idle_lost(self:ConKernelClient):
         if req.state=='replied': due.append(req)
     if not due: return
     again = lambda: self._no_idle.extend((self._loop.time()+self.probe_interval, r) for r in due if r.state=='replied')
+    if self._heard is not None and now-self._heard < self.probe_interval: return again()  # messages still flow: the idle is late, not lost
     try: fence = self._request('control', 'kernel_info_request', {}, outputs=True, timeout=10*self.probe_interval)
     except Exception: return again()  # refused now (a restart runs): ask later; a stop or death ends them anyway
     def judged(f):

@@ -219,7 +219,7 @@ def _open(self:ConKernelClient, loop:asyncio.AbstractEventLoop):
     "Set up the state of a client whose connection just opened, and start its routers."
     self._requests,self._ghosts,self._held,self._busy,self._finished,self._asking = {},{},{},{},{},{}
     self._running,self._last_busy,self._last_idle,self._state_waiters,self._nsent,self._stopping,self._no_reply = {},None,None,[],0,{},deque()
-    self._no_idle = deque()  # (when to ask, request) for replies whose idle status has not come
+    self._no_idle = {}  # {msg_id: (when to ask, request)}, oldest reply first: replied requests whose idle has not come (no longer held once they end)
     self._vital,self._side,self._filed = [],set(),itertools.count()
     self._kernel_session,self._old_sessions,self._session_id = None,set(),self.session.session  # the id read once: a traitlet is slow to reach
     self.bad_messages,self._error,self._loop,self._state,self._thread = 0,None,loop,'starting',threading.get_ident()
@@ -675,7 +675,7 @@ def _replied(self:ConKernelClient, req:Request, msg:dict):
         if req.timer is not None: req.timer.cancel()
         if not w.done(): w.set_result(msg)
     if req.idle: return self._end(req, req.failing)
-    self._no_idle.append((self._loop.time()+self.probe_interval, req))  # its idle follows at once, unless iopub lost it
+    self._no_idle[req.msg_id] = (self._loop.time()+self.probe_interval, req)  # its idle follows at once, unless iopub lost it
     if req.stopping and req.timer is None: req.timer = self._loop.call_later(self.probe_interval, self._end, req)  # a lost idle must not hold its shell
     if req.waiter is None and req.log is None: self._haunt(req)  # nobody reads it: keep only what its idle needs
     if req.wake is not None: _wake(req)
@@ -719,17 +719,15 @@ def _unreplied(self:ConKernelClient):
 @patch
 def _idle_lost(self:ConKernelClient):
     "Fence the requests replied over `probe_interval` ago whose idle has not come: a `kernel_info` on control whose idle comes proves theirs lost."
-    q, now, due = self._no_idle, self._loop.time(), []
-    while q and q[0][0] <= now:
-        req = q.popleft()[1]
-        if req.state=='replied': due.append(req)
-    if not due: return
-    again = lambda: self._no_idle.extend((self._loop.time()+self.probe_interval, r) for r in due if r.state=='replied')
-    if self._heard is not None and now-self._heard < self.probe_interval: return again()  # messages still flow: the idle is late, not lost
+    now = self._loop.time()
+    if next(iter(self._no_idle.values()))[0] > now: return  # the oldest is not due: none is
+    if self._heard is not None and now-self._heard < self.probe_interval: return  # messages still flow: the idle is late, not lost
+    due = [req for when, req in self._no_idle.values() if when <= now]
+    for req in due: self._no_idle[req.msg_id] = (now+10*self.probe_interval, req)  # asked now: not again until this fence is judged
     try: fence = self._request('control', 'kernel_info_request', {}, outputs=True, timeout=10*self.probe_interval)
-    except Exception: return again()  # refused now (a restart runs): ask later; a stop or death ends them anyway
+    except Exception: return  # refused now (a restart runs): asked again later; a stop or death ends them anyway
     def judged(f):
-        if f.cancelled() or f.exception() is not None: return again()  # no word from the kernel either
+        if f.cancelled() or f.exception() is not None: return  # no word from the kernel either: asked again later
         for r in due: self._end(r, r.failing)  # iopub is one ordered stream: their idle, published before this one's, was lost
     fence.add_done_callback(judged)
 
@@ -783,6 +781,7 @@ def _unfile(self:ConKernelClient, req:Request):
     if req.timer is not None: req.timer.cancel(); req.timer = None
     if req.may_ask: self._no_more_input(req)
     if req.occupies: self._vacate(req)
+    if req.reply is not None: self._no_idle.pop(mid, None)
 
 @patch
 def _no_more_input(self:ConKernelClient, req:Request):

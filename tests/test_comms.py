@@ -198,8 +198,8 @@ def test_a_widget_made_on_a_subshell_is_operated_there_while_a_3_s_cell_runs_on_
             try:
                 await ok(kc, 'import time, ipywidgets as W')
                 r = await kc.execute('s = W.IntSlider()\nwhen = []\ns.observe(lambda ch: when.append(time.monotonic()), "value")',
-                                     reply=True, timeout=30, subshell_id=sid)
-                assert r['content']['status']=='ok'
+                                     outputs=True, timeout=30, subshell_id=sid)  # to its idle: the model's comm_open has come by then
+                assert r.reply['content']['status']=='ok'
                 mid, = w.ids('IntSliderModel')
                 cell = kc.execute('t0 = time.monotonic(); time.sleep(3); t1 = time.monotonic()', reply=True, timeout=30)
                 await kc.wait_state(lambda s: None in s.running, timeout=10)
